@@ -1,0 +1,40 @@
+# Two commands on a fresh machine:  make train   |   make test
+# Both create .venv on first use (torch 2.13.0 CPU wheel first, then the pinned constraints) and are quick after.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.agentrl-installed
+
+.PHONY: setup train test test-all lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@echo "==> setting up $(VENV) with $(PYTHON)"
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "agentrl needs Python 3.11+ (set PYTHON=...)"'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "==> installing torch==2.13.0 (CPU wheel), then agentrl[dev] under constraints.txt"
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q torch==2.13.0
+	@$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+	@echo "==> environment ready"
+
+setup: $(STAMP)
+
+train: setup
+	@echo "==> python -m agentrl.train $(ARGS)"
+	@$(PY) -m agentrl.train $(ARGS)
+
+test: setup
+	@echo "==> ruff check"
+	@$(PY) -m ruff check .
+	@echo "==> pytest (default suite; slow studies: make test-all)"
+	@$(PY) -m pytest -q $(ARGS)
+
+test-all: setup
+	@$(PY) -m pytest -q -m "" $(ARGS)
+
+lint: setup
+	@$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
