@@ -1,0 +1,7 @@
+"""``python -m tools`` is the same as ``python -m tools.server``."""
+
+import sys
+
+from tools.server import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""HTTP routers: run_code (and sessions), health, metrics."""
