@@ -1,0 +1,382 @@
+"""The ALP learner: advantages -> perturbed forward -> ratio against the rollout policy -> clip -> AdamW step.
+
+One `update(batch)` per rollout batch, in execution order:
+    1. advantages from rewards and group ids (unless given), broadcast over sampled tokens
+    2. optional no-grad passes without noise: pi_old (decoupled PPO baselines) and the reference model (KL)
+    3. for each epoch, each mini-batch (one optimizer step):
+         pack sequences into micro-batches by token budget (never splitting a sequence)
+         per micro-batch: forward under `perturbation.active(...)`, logprobs at the rollout's temperature,
+         loss with the mini-batch's global token/sequence counts (exact across micro-batches), backward
+         sigma regulariser, grad clip, AdamW step (policy group + sigma group), step += 1
+    4. metrics: loss/, ratio/, clip/, kl/, sigma/, entropy, grad_norm, perf/
+
+Shapes: B sequences, T tokens, V vocabulary, L perturbed layers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from alp.advantages import broadcast_advantages, compute_advantages
+from alp.batch import TrainBatch
+from alp.config import LearnerConfig
+from alp.logprobs import chosen_logprobs, sampling_distribution, sampling_logprobs
+from alp.losses import aggregate, kl_penalty, mismatch_kl, policy_loss
+from alp.perturb import LayerPerturbation, noise_key
+
+__all__ = ["Learner", "pack_micro_batches"]
+
+
+def pack_micro_batches(lengths: torch.Tensor, rows: torch.Tensor, token_budget: int) -> list[torch.Tensor]:
+    """Split `rows` into micro-batches whose padded size (count x longest) fits `token_budget`.
+
+    Rows are sorted by length (longest first, ties by position) so padding stays small; a row longer
+    than the budget gets a micro-batch of its own. Deterministic.
+    """
+    lens = lengths[rows].tolist()
+    order = sorted(range(len(lens)), key=lambda i: (-lens[i], i))
+    out: list[list[int]] = []
+    width = 0
+    for i in order:
+        if out and (len(out[-1]) + 1) * width <= token_budget:
+            out[-1].append(i)
+        else:
+            out.append([i])
+            width = lens[i]
+    return [rows[torch.tensor(mb, dtype=torch.long)] for mb in out]
+
+
+class _Sums:
+    """Accumulates metric sums across micro-batches and steps."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.values: dict[str, list[torch.Tensor]] = {}
+
+    def add(self, name: str, value: torch.Tensor | float) -> None:
+        self.sums[name] = self.sums.get(name, 0.0) + float(value)
+
+    def extend(self, name: str, values: torch.Tensor) -> None:
+        self.values.setdefault(name, []).append(values.detach().float().cpu())
+
+    def get(self, name: str, default: float = 0.0) -> float:
+        return self.sums.get(name, default)
+
+
+class Learner:
+    """Trains `model` (an HF causal LM) on TrainBatches with ALP or one of the baselines (config.preset)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: LearnerConfig,
+        *,
+        ref_model: nn.Module | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        if config.kl_coef > 0 and ref_model is None:
+            raise ValueError(
+                f"kl_coef={config.kl_coef} needs a reference model: pass Learner(..., ref_model=<frozen copy>) "
+                "or set kl_coef=0"
+            )
+        self.ref_model = (
+            ref_model.to(self.device).eval().requires_grad_(False) if ref_model is not None else None
+        )
+        self.perturbation = LayerPerturbation(
+            model,
+            layers=config.perturb_layers,
+            sigma_init=config.sigma_init,
+            noise_scale=config.noise_scale,
+            seed=config.seed,
+            layers_path=config.layers_path,
+        ).to(self.device)
+        groups: list[dict[str, Any]] = [
+            {
+                "params": [p for p in model.parameters() if p.requires_grad],
+                "lr": config.lr,
+                "weight_decay": config.weight_decay,
+                "name": "policy",
+            }
+        ]
+        if self.perturbation.num_layers:
+            groups.append(
+                {
+                    "params": [self.perturbation.log_sigma],
+                    "lr": config.sigma_lr,
+                    "weight_decay": 0.0,
+                    "name": "sigma",
+                }
+            )
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.adam_eps)
+        if config.gradient_checkpointing:
+            enable = (
+                getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            )
+            enable()
+        self.step = 0
+
+    # ------------------------------------------------------------------ scoring
+    def _logprobs(
+        self, logits: torch.Tensor, ids: torch.Tensor, batch: TrainBatch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logprobs [b, T], entropy [b, T]) under the rollout's sampling distribution."""
+        kw = {"temperature": batch.temperature, "top_p": batch.top_p, "top_k": batch.top_k}
+        if self.config.logprob_chunk_tokens > 0:
+            return chosen_logprobs(logits, ids, chunk_tokens=self.config.logprob_chunk_tokens, **kw)
+        logp = sampling_logprobs(logits, ids, **kw)  # [b, T]
+        dist = sampling_distribution(logits[:, :-1], **kw)  # [b, T-1, V]
+        ent = -(dist.exp() * dist.masked_fill(torch.isinf(dist), 0.0)).sum(-1)  # [b, T-1]
+        return logp, nn.functional.pad(ent, (1, 0))
+
+    @torch.no_grad()
+    def _score(self, model: nn.Module, batch: TrainBatch) -> torch.Tensor:
+        """Unperturbed logprobs [B, T] of every token (pi_old or the reference), no grad."""
+        assert batch.lengths is not None
+        out = torch.zeros_like(batch.behavior_logprobs)  # [B, T]
+        rows = torch.arange(len(batch), device=batch.token_ids.device)
+        for mb in pack_micro_batches(batch.lengths, rows, self.config.micro_batch_tokens):
+            width = int(batch.lengths[mb].max())
+            ids = batch.token_ids[mb, :width]  # [b, T]
+            logits = model(input_ids=ids, use_cache=False).logits  # [b, T, V]
+            out[mb, :width] = self._logprobs(logits, ids, batch)[0].float()
+        return out
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        """One rollout batch -> ppo_epochs x ceil(B / mini_batch_size) optimizer steps. Returns metrics."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        batch.validate()
+        batch = batch.select(torch.arange(len(batch)))  # a private copy
+        for name in (
+            "token_ids",
+            "loss_mask",
+            "behavior_logprobs",
+            "lengths",
+            "advantages",
+            "rewards",
+            "group_ids",
+        ):
+            v = getattr(batch, name)
+            if v is not None:
+                setattr(batch, name, v.to(self.device))
+        B = len(batch)
+        mask = batch.loss_mask  # [B, T]
+        if batch.advantages is None:
+            adv = compute_advantages(
+                batch.rewards, batch.group_ids, estimator=cfg.advantage_estimator, eps=cfg.advantage_eps
+            ).to(self.device)  # [B]
+        else:
+            adv = batch.advantages  # [B] or [B, T]
+        adv_tok = broadcast_advantages(adv, mask)  # [B, T]
+        seq_ids = batch.sequence_ids if batch.sequence_ids is not None else torch.arange(B)  # [B]
+
+        self.model.train()
+        sums = _Sums()
+        logp_old = self._score(self.model, batch) if cfg.ratio_denominator == "old" else None  # [B, T]
+        ref_logp = (
+            self._score(self.ref_model, batch) if self.ref_model is not None and cfg.kl_coef > 0 else None
+        )
+        t_score = time.perf_counter() - t0
+
+        mbs = cfg.mini_batch_size or B
+        for epoch in range(cfg.ppo_epochs):
+            if cfg.shuffle:
+                g = torch.Generator().manual_seed(noise_key(cfg.seed, self.step, epoch, 0, 0, 0))
+                order = torch.randperm(B, generator=g)
+            else:
+                order = torch.arange(B)
+            for start in range(0, B, mbs):
+                rows = order[start : start + mbs].to(self.device)
+                self._train_step(batch, rows, adv_tok, seq_ids, logp_old, ref_logp, sums)
+        return self._metrics(sums, batch, time.perf_counter() - t0, t_score)
+
+    def _train_step(self, batch, rows, adv_tok, seq_ids, logp_old, ref_logp, sums: _Sums) -> None:
+        cfg = self.config
+        mask_mb = batch.loss_mask[rows]  # [b, T]
+        n_tok = float(mask_mb.sum())
+        n_seq = float((mask_mb.sum(1) > 0).sum())
+        self.optimizer.zero_grad(set_to_none=True)
+        step_loss = {"policy": 0.0, "kl": 0.0, "entropy": 0.0}
+        micro = pack_micro_batches(batch.lengths, rows, cfg.micro_batch_tokens)
+        for mb in micro:
+            width = int(batch.lengths[mb].max())
+            ids = batch.token_ids[mb, :width]  # [b, T]
+            mask = batch.loss_mask[mb, :width]  # [b, T]
+            behavior = batch.behavior_logprobs[mb, :width]  # [b, T]
+            old = logp_old[mb, :width] if logp_old is not None else None  # [b, T]
+            ctx = (
+                self.perturbation.active(
+                    step=self.step, micro_batch=0, sequence_ids=seq_ids[mb.cpu()], lengths=batch.lengths[mb]
+                )
+                if self.perturbation.num_layers
+                else nullcontext()
+            )
+            with ctx:
+                logits = self.model(input_ids=ids, use_cache=False).logits  # [b, T, V]
+                logp, ent = self._logprobs(logits, ids, batch)  # [b, T], [b, T]
+                logp = logp.float()
+                loss, m = policy_loss(
+                    cfg.correction,
+                    logp,
+                    old if old is not None else behavior,
+                    adv_tok[mb, :width],
+                    mask,
+                    logp_behavior=behavior,
+                    logp_old=old,
+                    ratio_level=cfg.ratio_level,
+                    log_ratio_clamp=cfg.log_ratio_clamp,
+                    epsilon_low=cfg.epsilon_low,
+                    epsilon_high=cfg.epsilon_high,
+                    dual_clip=cfg.dual_clip,
+                    tis_cap=cfg.tis_cap,
+                    mis_low=cfg.mis_low,
+                    mis_high=cfg.mis_high,
+                    icepop_low=cfg.icepop_low,
+                    icepop_high=cfg.icepop_high,
+                    loss_agg_mode=cfg.loss_agg_mode,
+                    num_tokens=n_tok,
+                    num_seqs=n_seq,
+                )
+                agg = {"mode": cfg.loss_agg_mode, "num_tokens": n_tok, "num_seqs": n_seq}
+                total = loss
+                step_loss["policy"] += float(loss.detach())
+                if ref_logp is not None:
+                    kl = aggregate(kl_penalty(logp, ref_logp[mb, :width], cfg.kl_estimator), mask, **agg)
+                    total = total + cfg.kl_coef * kl
+                    step_loss["kl"] += float(kl.detach())
+                if cfg.entropy_coef > 0:
+                    ent_loss = aggregate(ent.float(), mask, **agg)
+                    total = total - cfg.entropy_coef * ent_loss
+                    step_loss["entropy"] += float(ent_loss.detach())
+                total.backward()
+            # diagnostics (no grad)
+            with torch.no_grad():
+                for k, v in m.items():
+                    if k.startswith("values/"):
+                        sums.extend(k, v)
+                    else:
+                        sums.add(k, v)
+                sums.add("entropy_sum", (ent.float() * mask).sum())
+                for k, v in mismatch_kl(logp, behavior, mask).items():
+                    sums.add(f"kl_mu_pi_{k}", v)
+                if old is not None:
+                    for k, v in mismatch_kl(old, behavior, mask).items():
+                        sums.add(f"kl_mu_old_{k}", v)
+                if ref_logp is not None:
+                    kl_ref = kl_penalty(logp, ref_logp[mb, :width], cfg.kl_estimator)
+                    sums.add("kl_ref_sum", (kl_ref * mask).sum())
+                sums.add("perf/micro_batches", 1)
+                sums.add("padded_tokens", ids.numel())
+                sums.add("real_tokens", batch.lengths[mb].sum())
+        reg = 0.0
+        if self.perturbation.num_layers and (cfg.sigma_reg_alpha > 0 or cfg.sigma_reg_beta > 0):
+            r = self.perturbation.regulariser(cfg.sigma_reg_alpha, cfg.sigma_reg_beta)
+            r.backward()
+            reg = float(r.detach())
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        self.optimizer.step()
+        self.step += 1
+        for k, v in step_loss.items():
+            sums.add(f"loss/{k}", v)
+        sums.add("loss/sigma_reg", reg)
+        sums.add(
+            "loss/total",
+            step_loss["policy"]
+            + cfg.kl_coef * step_loss["kl"]
+            - cfg.entropy_coef * step_loss["entropy"]
+            + reg,
+        )
+        sums.add("grad_norm", grad_norm)
+        sums.sums["grad_norm_max"] = max(sums.get("grad_norm_max", 0.0), grad_norm)
+        sums.add("steps", 1)
+
+    # ------------------------------------------------------------------ metrics
+    def _metrics(
+        self, sums: _Sums, batch: TrainBatch, seconds: float, score_seconds: float
+    ) -> dict[str, float]:
+        cfg = self.config
+        steps = max(sums.get("steps"), 1.0)
+        tokens = max(sums.get("tokens"), 1.0)
+        out: dict[str, float] = {}
+        for k in ("policy", "kl", "entropy", "sigma_reg", "total"):
+            out[f"loss/{k}"] = sums.get(f"loss/{k}") / steps
+        ratio = torch.cat(sums.values.get("values/ratio", [torch.zeros(0)]))
+        if ratio.numel():
+            r = ratio.double()
+            out["ratio/mean"] = float(r.mean())
+            out["ratio/std"] = float(r.std()) if r.numel() > 1 else 0.0
+            out["ratio/min"] = float(r.min())
+            out["ratio/max"] = float(r.max())
+            srt = torch.sort(r).values
+            for q in cfg.ratio_quantiles:
+                # linear interpolation, as torch.quantile, without its 16M-element limit
+                pos = q * (srt.numel() - 1)
+                lo = math.floor(pos)
+                hi = min(lo + 1, srt.numel() - 1)
+                out[f"ratio/q{round(q * 100):02d}"] = float(srt[lo] + (srt[hi] - srt[lo]) * (pos - lo))
+        corr = sums.values.get("values/correction_ratio")
+        if corr:
+            c = torch.cat(corr).double()
+            out["ratio/correction_mean"] = float(c.mean())
+            out["ratio/correction_max"] = float(c.max())
+            out["ratio/correction_min"] = float(c.min())
+        for k in ("low", "high", "dual", "log_ratio_clamped", "correction_masked", "tis_capped"):
+            out[f"clip/{k}_frac"] = sums.get(f"clip/{k}") / tokens
+        out["clip/frac"] = out["clip/low_frac"] + out["clip/high_frac"] + out["clip/dual_frac"]
+        out["kl/mu_pi_k1"] = sums.get("kl_mu_pi_k1") / tokens
+        out["kl/mu_pi_k3"] = sums.get("kl_mu_pi_k3") / tokens
+        if "kl_mu_old_k1" in sums.sums:
+            out["kl/mu_old_k1"] = sums.get("kl_mu_old_k1") / tokens
+            out["kl/mu_old_k3"] = sums.get("kl_mu_old_k3") / tokens
+        if "kl_ref_sum" in sums.sums:
+            out[f"kl/ref_{cfg.kl_estimator}"] = sums.get("kl_ref_sum") / tokens
+        sig = self.perturbation.sigma.detach().float().cpu()
+        for name, s in zip(self.perturbation.layer_names(), sig.tolist(), strict=True):
+            out[f"sigma/{name}"] = s
+        if sig.numel():
+            out["sigma/mean"] = float(sig.mean())
+            out["sigma/min"] = float(sig.min())
+            out["sigma/max"] = float(sig.max())
+        out["entropy"] = sums.get("entropy_sum") / tokens
+        out["grad_norm"] = sums.get("grad_norm") / steps
+        out["grad_norm_max"] = sums.get("grad_norm_max")
+        out["perf/seconds"] = seconds
+        out["perf/score_seconds"] = score_seconds
+        out["perf/optimizer_steps"] = sums.get("steps")
+        out["perf/micro_batches"] = sums.get("perf/micro_batches")
+        out["perf/tokens"] = sums.get("real_tokens")
+        out["perf/tokens_per_s"] = sums.get("real_tokens") / max(seconds, 1e-9)
+        out["perf/padding_frac"] = 1.0 - sums.get("real_tokens") / max(sums.get("padded_tokens"), 1.0)
+        out["perf/loss_tokens_per_seq"] = float(batch.loss_mask.sum()) / max(len(batch), 1)
+        out["perf/step"] = float(self.step)
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Model, optimizer (both groups), perturbation (log-sigma), step and the resolved config."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "perturbation": self.perturbation.state_dict(),
+            "step": self.step,
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict() saved (the config is informational and not applied)."""
+        self.model.load_state_dict(state["model"])
+        self.perturbation.load_state_dict(state["perturbation"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])

@@ -1,0 +1,194 @@
+"""Token log-probabilities under the distribution the rollout actually sampled from.
+
+One convention for the whole kit, used by the inference backend to sample (`sampling_distribution`)
+and by the learner to score (`sampling_logprobs`, `chosen_logprobs`), so rollout and update agree:
+
+    1. x = logits / temperature                        (temperature > 0; greedy is not a distribution)
+    2. top_k > 0: keep tokens whose x >= the k-th largest x (ties at the boundary are all kept, as in
+       HF's TopKLogitsWarper), renormalise.
+    3. top_p < 1: sort the kept probabilities in descending order (stable sort: equal probabilities keep
+       ascending token-id order), keep every token whose *exclusive* cumulative probability (the mass of
+       the tokens sorted before it) is < top_p. That is the smallest prefix whose cumulative probability
+       is >= top_p; the argmax (exclusive cumsum 0) is always kept. Renormalise.
+    4. tokens outside the kept set get log-probability -inf.
+
+Shapes: B sequences, T tokens, V vocabulary. Logprob tensors follow the TrainBatch convention:
+out[:, t] = log p(token_ids[:, t] | token_ids[:, :t]), scored from logits[:, t - 1]; out[:, 0] = 0.
+
+Two scoring paths: `sampling_logprobs` (plain: materialises log-softmax over V, autograd does the rest)
+and `chosen_logprobs` (memory-lean: a custom autograd function that keeps only the logits it was given
+and a [B, T] log-normaliser, computes softmax chunk by chunk over T in forward and backward, and returns
+the entropy of the same distribution from the same pass). Tests check that they agree in value and
+gradient. The lean path handles temperature only; with top_k/top_p it falls back to the plain path per
+chunk.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "sampling_distribution",
+    "sampling_logprobs",
+    "chosen_logprobs",
+    "entropy_from_logits",
+]
+
+
+def _check_sampling(temperature: float, top_p: float, top_k: int) -> None:
+    if not temperature > 0:
+        raise ValueError(
+            f"temperature={temperature}: must be > 0 (greedy decoding has no sampling distribution; "
+            "score greedy rollouts with temperature=1.0 or sample with a small positive temperature)"
+        )
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p}: must be in (0, 1]; use 1.0 to switch it off")
+    if top_k < 0:
+        raise ValueError(f"top_k={top_k}: must be >= 0; use 0 to switch it off")
+
+
+def sampling_distribution(
+    logits: torch.Tensor, *, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0
+) -> torch.Tensor:
+    """Log-probabilities over the vocabulary of the distribution sampled from (see module docstring).
+
+    logits: [..., V] -> [..., V] float32 (or float64 if given), -inf outside the top-k/top-p set.
+    """
+    _check_sampling(temperature, top_p, top_k)
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    x = logits.to(dtype) / temperature  # [..., V]
+    V = x.shape[-1]
+    if 0 < top_k < V:
+        kth = torch.topk(x.detach(), top_k, dim=-1).values[..., -1:]  # [..., 1]
+        x = x.masked_fill(x.detach() < kth, float("-inf"))  # [..., V]
+    logp = torch.log_softmax(x, dim=-1)  # [..., V]
+    if top_p < 1.0:
+        p_sorted, idx = torch.sort(logp.detach().exp(), dim=-1, descending=True, stable=True)  # [..., V]
+        mass_before = torch.cumsum(p_sorted, dim=-1) - p_sorted  # [..., V] exclusive cumsum
+        drop_sorted = mass_before >= top_p  # [..., V]
+        drop_sorted[..., 0] = False  # the argmax is always kept
+        drop = torch.zeros_like(drop_sorted).scatter(-1, idx, drop_sorted)  # [..., V] back to vocab order
+        logp = torch.log_softmax(x.masked_fill(drop, float("-inf")), dim=-1)  # [..., V]
+    return logp
+
+
+def _shift_targets(token_ids: torch.Tensor) -> torch.Tensor:
+    return token_ids[:, 1:].unsqueeze(-1)  # [B, T-1, 1]
+
+
+def sampling_logprobs(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+) -> torch.Tensor:
+    """Plain path: log p(token_ids[:, t] | < t) under the sampled distribution; out[:, 0] = 0.
+
+    logits: [B, T, V] (logits[:, t] predicts token t + 1), token_ids: [B, T] -> [B, T].
+    """
+    logp = sampling_distribution(
+        logits[:, :-1], temperature=temperature, top_p=top_p, top_k=top_k
+    )  # [B, T-1, V]
+    chosen = logp.gather(-1, _shift_targets(token_ids)).squeeze(-1)  # [B, T-1]
+    return torch.nn.functional.pad(chosen, (1, 0))  # [B, T]
+
+
+def entropy_from_logits(logits: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
+    """Plain entropy of softmax(logits / temperature) at every position: [B, T, V] -> [B, T]."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # [B, T, V]
+    return -(logp.exp() * logp).sum(-1)  # [B, T]
+
+
+class _ChosenLogprobs(torch.autograd.Function):
+    """Lean log-softmax gather + entropy at a temperature, chunked over T in forward and backward.
+
+    Saves only the input logits (alive anyway as the model output) and [B, T] statistics, so no
+    [B, T, V] log-softmax is stored for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, token_ids, temperature, chunk):
+        B, T, V = logits.shape
+        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        out = logits.new_zeros(B, T, dtype=dtype)  # [B, T]
+        ent = logits.new_zeros(B, T, dtype=dtype)  # [B, T]
+        lse = logits.new_zeros(B, T, dtype=dtype)  # [B, T]
+        mean_x = logits.new_zeros(B, T, dtype=dtype)  # [B, T] E_p[x], for the entropy gradient
+        for s in range(0, T - 1, chunk):
+            e = min(s + chunk, T - 1)
+            x = logits[:, s:e].to(dtype) / temperature  # [B, c, V]
+            z = torch.logsumexp(x, dim=-1)  # [B, c]
+            p = torch.exp(x - z.unsqueeze(-1))  # [B, c, V]
+            ex = (p * x).sum(-1)  # [B, c]
+            tgt = token_ids[:, s + 1 : e + 1].unsqueeze(-1)  # [B, c, 1]
+            out[:, s + 1 : e + 1] = x.gather(-1, tgt).squeeze(-1) - z
+            ent[:, s + 1 : e + 1] = z - ex
+            lse[:, s:e] = z
+            mean_x[:, s:e] = ex
+        ctx.save_for_backward(logits, token_ids, lse, mean_x)
+        ctx.temperature = temperature
+        ctx.chunk = chunk
+        ctx.set_materialize_grads(False)  # an unused output (often the entropy) costs no backward work
+        return out, ent
+
+    @staticmethod
+    def backward(ctx, g_out, g_ent):
+        logits, token_ids, lse, mean_x = ctx.saved_tensors
+        if g_out is None and g_ent is None:
+            return None, None, None, None
+        temperature, chunk = ctx.temperature, ctx.chunk
+        B, T, V = logits.shape
+        grad = torch.zeros_like(logits)  # [B, T, V]
+        dtype = lse.dtype
+        for s in range(0, T - 1, chunk):
+            e = min(s + chunk, T - 1)
+            x = logits[:, s:e].to(dtype) / temperature  # [B, c, V]
+            p = torch.exp(x - lse[:, s:e].unsqueeze(-1))  # [B, c, V]
+            # d logp_y / dx = onehot_y - p ;  d H / dx = -p * (x - E_p[x])
+            if g_out is not None:
+                go = g_out[:, s + 1 : e + 1].to(dtype).unsqueeze(-1)  # [B, c, 1]
+                gx = -p * go  # [B, c, V]
+                gx.scatter_add_(-1, token_ids[:, s + 1 : e + 1].unsqueeze(-1), go)
+            else:
+                gx = torch.zeros_like(p)  # [B, c, V]
+            if g_ent is not None:
+                ge = g_ent[:, s + 1 : e + 1].to(dtype).unsqueeze(-1)  # [B, c, 1]
+                gx -= p * ge * (x - mean_x[:, s:e].unsqueeze(-1))  # [B, c, V]
+            grad[:, s:e] = (gx / temperature).to(grad.dtype)
+        return grad, None, None, None
+
+
+def chosen_logprobs(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    chunk_tokens: int = 512,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Memory-lean (logprobs [B, T], entropy [B, T]) with the same convention as `sampling_logprobs`.
+
+    entropy[:, t] is the entropy of the temperature-scaled (and top-k/top-p truncated) distribution that
+    token t was drawn from; entropy[:, 0] = 0. Both outputs carry gradients.
+    chunk_tokens: positions processed at once (bounds the transient [B, chunk, V] buffers).
+    """
+    _check_sampling(temperature, top_p, top_k)
+    B, T, V = logits.shape
+    if T < 2:
+        z = logits.new_zeros(B, T, dtype=torch.float32)
+        return z, z.clone()
+    if top_p < 1.0 or 0 < top_k < V:
+        lps, ents = [], []
+        for s in range(0, T - 1, chunk_tokens):
+            e = min(s + chunk_tokens, T - 1)
+            logp = sampling_distribution(logits[:, s:e], temperature=temperature, top_p=top_p, top_k=top_k)
+            lps.append(logp.gather(-1, token_ids[:, s + 1 : e + 1].unsqueeze(-1)).squeeze(-1))  # [B, c]
+            p = logp.exp()  # [B, c, V]
+            ents.append(-(p * logp.masked_fill(p == 0, 0.0)).sum(-1))  # [B, c]
+        pad = logits.new_zeros(B, 1, dtype=lps[0].dtype)
+        return torch.cat([pad, *lps], dim=1), torch.cat([pad, *ents], dim=1)
+    out, ent = _ChosenLogprobs.apply(logits, token_ids, float(temperature), int(chunk_tokens))
+    return out, ent
