@@ -1,0 +1,64 @@
+"""Fixtures for the attack suite: a real server on loopback, and after every attack a check that the
+server still answers correctly and that nothing the attack started is still running."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tools.client import SyncSandboxClient
+from tools.embedded import EmbeddedSandbox
+
+UID_BASE = 1_400_000_000
+MAX_SESSIONS = 4
+WORKERS = 2
+UID_SPAN = WORKERS * (MAX_SESSIONS // WORKERS + 1)
+SETTLE_TIMEOUT = 5.0
+
+
+def sandbox_processes() -> dict[int, list[int]]:
+    """uid -> pids of every process on the host running as one of this server's sandbox uids."""
+    found: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                uid_line = next(line for line in f if line.startswith("Uid:"))
+        except (OSError, StopIteration):
+            continue
+        uid = int(uid_line.split()[1])
+        if UID_BASE <= uid < UID_BASE + UID_SPAN:
+            found.setdefault(uid, []).append(int(entry))
+    return found
+
+
+def leftovers() -> dict[int, list[int]]:
+    """Processes beyond the one idle pre-forked spare each worker keeps under its one-shot uid."""
+    one_shot = {UID_BASE + w * (MAX_SESSIONS // WORKERS + 1) for w in range(WORKERS)}
+    return {uid: pids for uid, pids in sandbox_processes().items() if uid not in one_shot or len(pids) > 1}
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[EmbeddedSandbox]:
+    with EmbeddedSandbox(workers=WORKERS, max_sessions=MAX_SESSIONS, uid_base=UID_BASE) as s:
+        yield s
+
+
+@pytest.fixture
+def sandbox(server: EmbeddedSandbox) -> Iterator[SyncSandboxClient]:
+    with SyncSandboxClient(server.url, timeout=60.0) as client:
+        yield client
+        # After each attack: the server still answers correctly...
+        nonce = uuid.uuid4().hex
+        r = client.run_code(f"print('{nonce}')")
+        assert r.run_result is not None and r.run_result.stdout == f"{nonce}\n", r
+        # ...and no process the attack started is left.
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while leftovers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert leftovers() == {}
