@@ -97,7 +97,8 @@ def sampling_logprobs(
 
 def entropy_from_logits(logits: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
     """Plain entropy of softmax(logits / temperature) at every position: [B, T, V] -> [B, T]."""
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # [B, T, V]
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    logp = torch.log_softmax(logits.to(dtype) / temperature, dim=-1)  # [B, T, V]
     return -(logp.exp() * logp).sum(-1)  # [B, T]
 
 
