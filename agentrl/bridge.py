@@ -84,6 +84,20 @@ class ChatBridge:
         # What the template writes after an assistant message's content (ChatML: "<|im_end|>\n").
         self.closing_text = anchor_text[at + len(_SENTINEL):]
         self.incremental = all(self._anchor_delta(obs) is not None for obs in _PROBE_OBSERVATIONS)
+        # Skeletons: the anchor delta rendered once per tuple of roles with placeholder contents, then
+        # filled by string substitution. Valid only if the template copies contents verbatim, which the
+        # probes check; per-episode verification catches any content-dependent template behaviour.
+        self._skeletons: dict[tuple[str, ...], str | None] = {}
+        self.substitution = self.incremental and all(
+            self._from_skeleton(obs) == self._anchor_delta(obs) for obs in _PROBE_OBSERVATIONS
+        )
+        # The Rust tokenizer directly (no per-call Python overhead), if it encodes exactly like the wrapper.
+        self._fast = getattr(tokenizer, "backend_tokenizer", None)
+        probe = self.render([*_ANCHOR[:2], *_PROBE_OBSERVATIONS[0]], add_generation_prompt=True) + " ü 12"
+        if self._fast is not None and (
+            self._fast.encode(probe, add_special_tokens=False).ids != tokenizer.encode(probe, add_special_tokens=False)
+        ):
+            self._fast = None
 
     # -- rendering -------------------------------------------------------------------------------
     def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> str:
@@ -92,11 +106,30 @@ class ChatBridge:
         )
 
     def encode(self, text: str) -> list[int]:
+        if self._fast is not None:
+            return self._fast.encode(text, add_special_tokens=False).ids
         return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        if self._fast is not None:
+            return self._fast.decode(list(ids), skip_special_tokens=False)
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
 
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
         """The initial prompt: the template's rendering with the generation prompt."""
         return self.encode(self.render(messages, add_generation_prompt=True))
+
+    def _from_skeleton(self, observation: Sequence[Message]) -> str | None:
+        roles = tuple(m["role"] for m in observation)
+        if roles not in self._skeletons:
+            holders = [{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(observation)]
+            self._skeletons[roles] = self._anchor_delta(holders)
+        skeleton = self._skeletons[roles]
+        if skeleton is None:
+            return None
+        for i, m in enumerate(observation):
+            skeleton = skeleton.replace(f"\ue000{i}\ue001", m["content"], 1)
+        return skeleton
 
     def _anchor_delta(self, observation: Sequence[Message]) -> str | None:
         full = self.render((*_ANCHOR, *observation), add_generation_prompt=True)
@@ -118,7 +151,8 @@ class ChatBridge:
         """
         closing = self._closing_after(last_sampled_ids)
         if self.incremental:
-            delta = self._anchor_delta(observation)
+            plain = all(set(m) == {"role", "content"} for m in observation)
+            delta = self._from_skeleton(observation) if self.substitution and plain else self._anchor_delta(observation)
             if delta is not None:
                 return closing + delta
         before = self.render(conversation)
@@ -179,7 +213,7 @@ class EpisodeTokens:
         body = self._last_sampled
         if body and body[-1] == self.bridge.eos_token_id:
             body = body[:-1]
-        text = self.bridge.tokenizer.decode(body, skip_special_tokens=False)
+        text = self.bridge.decode(body)
         self.messages.append({"role": "assistant", "content": text})
         self._open_turn = True
         return text
@@ -227,7 +261,7 @@ class EpisodeTokens:
         Compared as text (decoded ids vs rendering), so a tokenizer that would split the same text
         differently is not drift; a template that renders history differently is.
         """
-        actual = self.bridge.tokenizer.decode(self.token_ids, skip_special_tokens=False)
+        actual = self.bridge.decode(self.token_ids)
         if self._open_turn:
             expected = self.bridge.render(self.messages)
             actual += self.bridge._closing_after(self._last_sampled)
