@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 from tools import protocol
@@ -64,6 +65,9 @@ class Worker:
         self.proc: asyncio.subprocess.Process | None = None
         self.report: dict[str, Any] = {}
         self.busy = False
+        self.idle_since = 0.0
+        """When the worker last went idle; the pool prefers the longest-idle worker, whose zygote has had
+        the most time to reap the last child and fork its next spare."""
         self.alive = False
         self.sessions = 0
         self.waiters: collections.deque[asyncio.Future[Worker]] = collections.deque()
@@ -165,10 +169,11 @@ class Pool:
     async def acquire(self, worker: Worker | None = None) -> Worker:
         """Take ``worker`` (or any) when idle; raises Overloaded when the queue is full or too slow."""
         if worker is None:
-            for candidate in self.workers:
-                if self._idle(candidate) and not candidate.waiters:
-                    candidate.busy = True
-                    return candidate
+            idle = [w for w in self.workers if self._idle(w) and not w.waiters]
+            if idle:
+                candidate = min(idle, key=lambda w: w.idle_since)
+                candidate.busy = True
+                return candidate
         elif self._idle(worker) and not worker.waiters:
             worker.busy = True
             return worker
@@ -199,6 +204,7 @@ class Pool:
                     future.set_result(worker)
                     return
         worker.busy = False
+        worker.idle_since = time.monotonic()
 
     def wake(self, worker: Worker) -> None:
         """A (re)started worker is idle: serve whoever waits."""

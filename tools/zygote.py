@@ -349,8 +349,7 @@ class Zygote:
                 status = self._reap(child.pid)
                 if status is not None and os.WIFSIGNALED(status):
                     result.signal = os.WTERMSIG(status)
-            else:
-                self.deferred.append(lambda: self._reap(child.pid))
+            # else: it is exiting on its own; _reap_orphans collects it without waiting.
             self.deferred.append(lambda: shutil.rmtree(child.workdir, ignore_errors=True))
             self.deferred.append(self._ensure_spare)  # the next request's child, off its critical path
             return self._reply(result)
