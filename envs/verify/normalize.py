@@ -1,0 +1,112 @@
+"""String normalisation of answers before comparison. Pure string work: no parsing, no eval.
+
+It maps the common ways of writing one value to one spelling, and fixes forms math-verify misreads
+(found with ``envs.verify.pairs``): thousands separators (``1,234`` reads as a tuple), currency and unit
+words (``18 dollars``), ``\\text{...}`` wrappers, ``x = 5`` for a bare value, degree signs, ``\\left``/
+``\\right``, ``\\dfrac``, spacing commands, a trailing period.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+_WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+_SPACING = re.compile(r"\\[!,;:> ]|\\quad|\\qquad|\\displaystyle|~")
+_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+_DEGREES = re.compile(r"\^\s*\{?\\circ\}?|°|\\degree")
+_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_NUMBER = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)$")
+_UNIT_TAIL = re.compile(r"^([-+]?(?:\d+\.?\d*|\.\d+|\d{1,3}(?:,\d{3})+(?:\.\d+)?))\s*([a-zA-Z][a-zA-Z .²³/]*)$")
+_LHS = re.compile(r"^\\?[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*(?!.*=)")
+_SPACE = re.compile(r"(?<![a-zA-Z])\s+|\s+(?![a-zA-Z])")
+_FRAC_SHORT = re.compile(r"\\frac\s*(\d)\s*(\d)")
+_SQRT_SHORT = re.compile(r"\\sqrt\s*(\d+|[a-zA-Z])(?![\w{])")
+
+
+def _strip_wrappers(s: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        s = s.strip()
+        for left, right in _WRAPPERS:
+            if len(s) >= len(left) + len(right) and s.startswith(left) and s.endswith(right):
+                s = s[len(left) : len(s) - len(right)]
+                changed = True
+    return s
+
+
+def normalize(answer: str) -> tuple[str, bool]:
+    """(normal form, had a percent sign)."""
+    s = _strip_wrappers(answer)
+    s = s.replace("bmatrix", "pmatrix")
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = s.replace("\\left", "").replace("\\right", "")
+    s = s.replace("\\{", "{").replace("\\}", "}") if s.startswith("\\{") else s
+    s = _SPACING.sub(" ", s)
+    s = _DEGREES.sub("", s)
+    percent = "%" in s
+    s = s.replace("\\%", "").replace("%", "")
+    s = s.replace("\\$", "").replace("$", "")
+    # \text{...} / \mathrm{...}: unwrap; pure unit words after a number go below.
+    s = _TEXT_CMD.sub(lambda m: m.group(1), s).strip()
+    s = s.rstrip(".").strip() if not _NUMBER.match(s) else s
+    m = _UNIT_TAIL.match(s)
+    if m and not re.fullmatch(r"[a-zA-Z]", m.group(2).strip()):
+        # "18 dollars", "5.4 cents", "12 km": the number is the answer (a single letter is a variable).
+        s = m.group(1)
+    if _LHS.match(s):
+        s = _LHS.sub("", s, count=1)
+    s = _FRAC_SHORT.sub(r"\\frac{\1}{\2}", s)
+    s = _SQRT_SHORT.sub(r"\\sqrt{\1}", s)
+    s = _SPACE.sub("", s)
+    if _THOUSANDS.match(s):
+        s = s.replace(",", "")
+    if s.startswith("+") and _NUMBER.match(s):
+        s = s[1:]
+    return s, percent
+
+
+_FRAC_NUM = re.compile(r"^(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}$")
+_SLASH_NUM = re.compile(r"^(-?\d+)/(\d+)$")
+
+
+def as_rational(s: str) -> Fraction | None:
+    """The exact value of a plain number (int, decimal, a/b, \\frac{a}{b}), else None. No eval."""
+    if len(s) > 200:
+        return None
+    try:
+        if _NUMBER.match(s):
+            return Fraction(s)
+        m = _SLASH_NUM.match(s)
+        if m:
+            return Fraction(int(m.group(1)), int(m.group(2))) if int(m.group(2)) else None
+        m = _FRAC_NUM.match(s)
+        if m and int(m.group(3)):
+            value = Fraction(int(m.group(2)), int(m.group(3)))
+            return -value if m.group(1) else value
+    except (ValueError, ZeroDivisionError):
+        return None
+    return None
+
+
+_BASE_N = re.compile(r"^(\w+)_\{?(\d+)\}?$")
+
+
+def as_base_n(s: str) -> tuple[str, int] | None:
+    """``52_8`` / ``4210_{5}``: digits in a base (math-verify drops the subscript, so 52_8 == 52_9)."""
+    m = _BASE_N.match(s)
+    return (m.group(1).upper(), int(m.group(2))) if m else None
+
+
+_CHOICE = re.compile(r"^\(?([A-Ea-e])\)?$")
+
+
+def as_text(s: str) -> str | None:
+    """A multiple-choice letter or a plain word answer (``Monday``, ``even``), lower-cased; else None."""
+    m = _CHOICE.match(s)
+    if m:
+        return m.group(1).upper()
+    if re.fullmatch(r"[A-Za-z][A-Za-z ]{2,}", s) and not re.search(r"\\", s):
+        return s.lower().strip()
+    return None
