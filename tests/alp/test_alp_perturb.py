@@ -77,11 +77,11 @@ def test_d_loss_d_log_sigma_matches_finite_difference():
     grad = pert.log_sigma.grad.clone()
     assert (grad != 0).all(), grad
     h = 1e-2  # rotary embeddings run in float32 inside HF models: small steps drown in rounding
-    for l in range(pert.num_layers):
+    for layer in range(pert.num_layers):
         e = torch.zeros_like(base)
-        e[l] = h
+        e[layer] = h
         fd = (loss_at(base + e) - loss_at(base - e)) / (2 * h)
-        assert fd.item() == pytest.approx(grad[l].item(), rel=2e-3, abs=1e-5)
+        assert fd.item() == pytest.approx(grad[layer].item(), rel=2e-3, abs=1e-5)
     assert loss.isfinite()
 
 
@@ -179,7 +179,11 @@ def test_noise_identical_under_checkpoint_recompute():
         model = _Toy(ckpt)
         pert = LayerPerturbation(model, layers="all", sigma_init=0.3)
         n = [0]
-        model.layers[0].register_forward_pre_hook(lambda *_: n.__setitem__(0, n[0] + 1))
+
+        def count(*_, n=n):
+            n[0] += 1
+
+        model.layers[0].register_forward_pre_hook(count)
         x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
         with pert.active(step=2, micro_batch=1):
             model(x).pow(2).sum().backward()
