@@ -13,6 +13,7 @@ Ladder (cheap and decisive first; only the last step parses model text, and only
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from dataclasses import dataclass
 
 from .extract import extract_answer, last_boxed
@@ -24,12 +25,8 @@ DEFAULT_TIMEOUT = 5.0
 MAX_ANSWER_CHARS = 1000
 """Longer extracted answers are rejected without parsing (no real answer is this long)."""
 
-try:
-    import math_verify  # noqa: F401  (only to learn whether it is installed; nothing is parsed here)
-
-    HAVE_MATH_VERIFY = True
-except ImportError:  # pragma: no cover
-    HAVE_MATH_VERIFY = False
+# Only whether it is installed: importing it here would pull sympy into every process that imports envs.
+HAVE_MATH_VERIFY = importlib.util.find_spec("math_verify") is not None
 
 
 @dataclass(frozen=True)
