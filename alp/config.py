@@ -127,7 +127,7 @@ class LearnerConfig:
                 raise ValueError("perturb_layers=[]: give layer indices, or perturb_layers='none'")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
         self.ratio_quantiles = tuple(self.ratio_quantiles)
-        positive = ("lr", "sigma_init", "micro_batch_tokens", "ppo_epochs", "log_ratio_clamp", "tis_cap")
+        positive = ("sigma_init", "micro_batch_tokens", "ppo_epochs", "log_ratio_clamp", "tis_cap")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be > 0")
