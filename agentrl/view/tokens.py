@@ -6,7 +6,8 @@ maps to its bytes once (cached), and an incremental UTF-8 decoder walks the epis
 shown on the token that completes it. Special and added tokens show their content. Tokenizers that are
 not byte-level (SentencePiece) fall back to ``decode([id])`` per id, also cached.
 
-transformers is imported only when a tokenizer folder is first used, so importing the viewer stays cheap.
+The tokenizer is loaded with the ``tokenizers`` library from ``tokenizer.json`` when the folder has one
+(milliseconds); transformers is imported only for folders without it.
 """
 
 from __future__ import annotations
@@ -37,19 +38,30 @@ def _byte_decoder() -> dict[str, int]:
 
 
 class TokenText:
-    """Per-token display text for one tokenizer (or ``<id>`` placeholders when there is none)."""
+    """Per-token display text for one tokenizer (or ``<id>`` placeholders when there is none).
+
+    ``tokenizer`` is a ``tokenizers.Tokenizer`` (what ``from_dir`` loads from ``tokenizer.json``: a few
+    milliseconds, no transformers import) or a transformers tokenizer (the fallback for folders without
+    a ``tokenizer.json``).
+    """
 
     def __init__(self, tokenizer: Any | None) -> None:
         self.tokenizer = tokenizer
         self._bytes: dict[int, bytes] = {}
         self.byte_level = False
         self._special: set[int] = set()
-        if tokenizer is not None:
+        if tokenizer is None:
+            return
+        if hasattr(tokenizer, "get_added_tokens_decoder"):  # tokenizers.Tokenizer
+            self._special = set(tokenizer.get_added_tokens_decoder())
+            decoder = tokenizer.decoder
+            self._piece = tokenizer.id_to_token
+        else:  # transformers PreTrainedTokenizer(Fast)
             self._special = set(getattr(tokenizer, "all_special_ids", []) or [])
-            added = getattr(tokenizer, "added_tokens_decoder", None) or {}
-            self._special |= set(added)
+            self._special |= set(getattr(tokenizer, "added_tokens_decoder", None) or {})
             decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
-            self.byte_level = type(decoder).__name__ == "ByteLevel"
+            self._piece = tokenizer.convert_ids_to_tokens
+        self.byte_level = type(decoder).__name__ == "ByteLevel"
 
     @classmethod
     def from_dir(cls, path: str | Path) -> TokenText:
@@ -57,7 +69,12 @@ class TokenText:
         if not path.is_dir():
             return cls(None)
         try:
-            from transformers import AutoTokenizer  # lazy: pulls in torch-free but heavy modules
+            if (path / "tokenizer.json").is_file():
+                from tokenizers import Tokenizer
+
+                return cls(Tokenizer.from_file(str(path / "tokenizer.json")))
+            # transformers is a heavy import: only for folders without tokenizer.json
+            from transformers import AutoTokenizer
 
             return cls(AutoTokenizer.from_pretrained(str(path)))
         except Exception as exc:  # a broken tokenizer folder should not take the viewer down
@@ -68,31 +85,28 @@ class TokenText:
         cached = self._bytes.get(token_id)
         if cached is not None:
             return cached
-        tok = self.tokenizer
-        if tok is None:
-            out = f"<{token_id}>".encode()
-        else:
-            out = b""
-            piece = None
-            try:
-                piece = tok.convert_ids_to_tokens(token_id)
-            except Exception:  # ids outside the vocabulary are shown, not fatal
-                piece = None
-            if piece is None:
-                out = f"<unk:{token_id}>".encode()
-            elif token_id in self._special or not self.byte_level:
-                if token_id in self._special:
-                    out = piece.encode("utf-8")
-                else:
-                    out = tok.decode([token_id]).encode("utf-8")
-            else:
-                table = _byte_decoder()
-                if all(ch in table for ch in piece):
-                    out = bytes(table[ch] for ch in piece)
-                else:
-                    out = tok.decode([token_id]).encode("utf-8")
+        out = self._token_bytes(token_id)
         self._bytes[token_id] = out
         return out
+
+    def _token_bytes(self, token_id: int) -> bytes:
+        if self.tokenizer is None:
+            return f"<{token_id}>".encode()
+        try:
+            piece = self._piece(token_id)
+        except Exception:  # ids outside the vocabulary are shown, not fatal
+            piece = None
+        if piece is None:
+            return f"<unk:{token_id}>".encode()
+        if token_id in self._special:
+            return piece.encode("utf-8")
+        table = _byte_decoder()
+        if self.byte_level and all(ch in table for ch in piece):
+            return bytes(table[ch] for ch in piece)
+        try:
+            return self.tokenizer.decode([token_id]).encode("utf-8")
+        except Exception:
+            return piece.encode("utf-8")
 
     def texts(self, token_ids: Sequence[int]) -> list[str]:
         """One string per token; ``"".join(texts(ids))`` is the decoded episode."""

@@ -173,7 +173,32 @@
       box.appendChild(el("p", { class: "empty", text: "No metrics.jsonl lines yet." }));
       return;
     }
-    for (const panel of metrics.panels) box.appendChild(drawPanel(panel, metrics.runs));
+    for (const panel of metrics.panels) {
+      for (const part of splitByScale(panel, metrics.runs)) box.appendChild(drawPanel(part, metrics.runs));
+    }
+  }
+  // Series whose magnitudes differ by more than SCALE_GAP (tokens/s next to seconds) share no axis:
+  // the panel is split so that each part's series have comparable ranges.
+  const SCALE_GAP = 20;
+  function splitByScale(panel, runs) {
+    const mag = {};
+    for (const name of panel.series) {
+      let m = 0;
+      for (const run of runs) for (const y of run.series[name] || []) if (y !== null) m = Math.max(m, Math.abs(y));
+      mag[name] = m;
+    }
+    const order = [...panel.series].sort((a, b) => mag[b] - mag[a]);
+    const groups = [];
+    for (const name of order) {
+      const g = groups[groups.length - 1];
+      if (g && (mag[name] === 0 || mag[g[0]] / mag[name] <= SCALE_GAP)) g.push(name);
+      else groups.push([name]);
+    }
+    if (groups.length <= 1) return [panel];
+    return groups.map((g, i) => ({
+      key: panel.key, title: panel.title + " (" + (i + 1) + "/" + groups.length + ")",
+      series: panel.series.filter((n) => g.includes(n)),
+    }));
   }
   function drawPanel(panel, runs) {
     const card = el("div", { class: "panel", "data-panel": panel.key });
