@@ -39,11 +39,14 @@ class ToolOutput:
 
 
 def truncate_text(text: str, max_chars: int | None) -> tuple[str, bool]:
-    """Keep the head of ``text`` up to ``max_chars`` characters, noting how much was cut."""
+    """Keep at most ``max_chars`` characters: the head (two thirds) and the tail (one third, where a
+    traceback's exception line is), with a note of how much was cut in between."""
     if max_chars is None or len(text) <= max_chars:
         return text, False
+    tail = max_chars // 3
+    head = max_chars - tail
     cut = len(text) - max_chars
-    return f"{text[:max_chars]}\n... (output truncated, {cut} more characters)", True
+    return f"{text[:head]}\n... ({cut} characters truncated) ...\n{text[len(text) - tail:] if tail else ''}", True
 
 
 class Tool:
