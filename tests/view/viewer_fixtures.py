@@ -30,6 +30,7 @@ HOSTILE = [
     '"><img src=x onerror=alert(1)>',
     "</script><script>alert(2)</script>",
     "<!-- {{7*7}} ${alert(3)} &amp; &lt;b&gt; \u2028 \u2029 -->",
+    '<svg onload="window.__pwned=1"></svg><iframe srcdoc="<script>parent.__pwned=2</script>">',
 ]
 HUGE_LINE = "A" * 100_000 + "<b>bold?</b>" + "z" * 100_000  # one 200k-character line
 HOSTILE_STEP = 45

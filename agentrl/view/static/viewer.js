@@ -106,13 +106,14 @@
   }
 
   // ---- config ------------------------------------------------------------------------------------
-  function tree(value, key) {
+  function tree(value, key, depth) {
+    depth = depth || 0;
     if (value !== null && typeof value === "object") {
       const entries = Array.isArray(value) ? value.map((v, i) => [String(i), v]) : Object.entries(value);
-      const d = el("details", { open: key === null ? "" : null });
+      const d = el("details", { open: depth < 3 ? "" : null });
       d.appendChild(el("summary", { text: (key === null ? "config" : key) +
         (Array.isArray(value) ? " [" + value.length + "]" : " {" + entries.length + "}") }));
-      for (const [k, v] of entries) d.appendChild(tree(v, k));
+      for (const [k, v] of entries) d.appendChild(tree(v, k, depth + 1));
       return d;
     }
     return el("div", { class: "kv" }, el("span", { class: "k", text: key + ": " }), JSON.stringify(value));
