@@ -1,67 +1,347 @@
-"""``python -m agentrl.train``: the training entry point.
+"""``python -m agentrl.train``: RL training of a tool-using agent, end to end.
 
-The full RL loop (rollout manager + ALP learner) is not wired in yet. Until it is, this command runs the part
-of the pipeline that exists end to end and says plainly what it did not do: it builds (or loads) the tiny
-model and tokenizer, samples one multi-turn tool episode through the chat-token bridge with a real tool
-result, and prints the trajectory with its masked spans. It never pretends to train.
+    python -m agentrl.train                                       # tiny model on CPU, minutes
+    python -m agentrl.train --config configs/qwen2.5-7b-python-tool.yaml learner.lr=1e-6
+    python -m agentrl.train --resume runs/tiny-arithmetic          # continue from the last checkpoint
+
+One loop, in execution order: config -> model and tokenizer -> sandbox -> SFT warm-up on demonstrations ->
+held-out eval -> { rollout (RolloutManager) -> ALP update (alp.Learner) -> weights to the backend ->
+metrics, trajectories, checkpoint } -> held-out eval -> final HF checkpoint and plots.
+
+The run directory holds: config.yaml (resolved), metrics.jsonl (one line per step), eval.json (before/after),
+trajectories/step_NNNNNN.jsonl (with samples rendered in samples.txt), plots/*.png, checkpoints/step_NNNNNN,
+final/ (``from_pretrained`` loads it) and tokenizer/.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import copy
+import json
 import logging
+import math
+import random
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
-NOT_BUILT = "RL training loop (rollout manager + ALP learner wiring, checkpoints, plots)"
+from agentrl.config import ConfigError, TrainConfig, config_from_dict, dump_config, load_config
+
+log = logging.getLogger("agentrl.train")
 
 
+# ---------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m agentrl.train",
-        description="Train an LLM agent with RL. Not built yet: " + NOT_BUILT + ". Today the command runs "
-        "the built pipeline: the tiny model and tokenizer, and one episode through the chat-token bridge.",
+        description="Train an LLM agent with RL (ALP learner) on a tool-using environment. With no arguments: "
+        "a tiny local model learns the Python tool on procedural arithmetic, on CPU, in minutes.",
+        epilog="Overrides are dotted keys: run.steps=20 rollout.n_samples=8 learner.preset=tis learner.lr=1e-5 "
+        "env.id=agentrl/PythonMath-v0 model.path=Qwen/Qwen2.5-0.5B-Instruct. Sections: run, model, env, "
+        "sandbox, sft, rollout, backend, learner, eval (see docs/training.md).",
     )
-    parser.add_argument("--model-preset", default="tiny", choices=["tiny", "small"],
-                        help="tiny local model preset to build or load from $AGENTRL_HOME (default: tiny)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for model init and sampling (default: 0)")
-    parser.add_argument("--max-new-tokens", type=int, default=24,
-                        help="tokens the model may sample per turn in the demo episode (default: 24)")
+    parser.add_argument("--config", help="YAML config file (configs/*.yaml)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="[agentrl] %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        if args.resume:
+            run_dir = Path(args.resume)
+            if not (run_dir / "config.yaml").is_file():
+                raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
+            import yaml
+
+            tree = yaml.safe_load((run_dir / "config.yaml").read_text())
+            from agentrl.config import _set_dotted, parse_override
+
+            for text in args.overrides:  # e.g. run.steps=20 to extend a finished run
+                _set_dotted(tree, *parse_override(text))
+            config = config_from_dict(tree)
+        else:
+            config = load_config(args.config, args.overrides)
+            run_dir = None
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        return 0
+    try:
+        summary = asyncio.run(train(config, run_dir=run_dir, resume=bool(args.resume)))
+    except KeyboardInterrupt:
+        print("[agentrl] interrupted: the last completed step is checkpointed; continue with --resume",
+              file=sys.stderr)
+        return 130
+    return 0 if summary else 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------
+def _new_run_dir(config: TrainConfig) -> Path:
+    base = Path(config.run.output_dir) / config.run.name
+    run_dir, n = base, 1
+    while run_dir.exists():  # never overwrite an earlier run
+        run_dir = base.with_name(f"{base.name}-{n}")
+        n += 1
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
     import torch
 
-    from agentrl.bridge import ChatBridge, EpisodeTokens
-    from agentrl.tiny import build_tiny, load_tiny
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
-    print(f"[agentrl] model: building or loading tiny preset {args.model_preset!r} (seed {args.seed})")
-    path = build_tiny(args.model_preset, seed=args.seed)
-    model, tokenizer = load_tiny(args.model_preset, seed=args.seed)
-    print(f"[agentrl] model: {path} ({sum(p.numel() for p in model.parameters()):,} parameters)")
 
-    bridge = ChatBridge(tokenizer)
-    episode = EpisodeTokens(bridge, [{"role": "user", "content": "What is 37 * 91?"}])
-    torch.manual_seed(args.seed)
-    for turn in range(2):
-        prompt = torch.tensor([episode.token_ids])
-        with torch.no_grad():
-            out = model.generate(prompt, max_new_tokens=args.max_new_tokens, do_sample=True,
-                                 output_scores=True, return_dict_in_generate=True,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        sampled = out.sequences[0, prompt.shape[1]:].tolist()
-        logprobs = [torch.log_softmax(s[0], -1)[t].item() for s, t in zip(out.scores, sampled, strict=True)]
-        episode.add_turn(sampled, logprobs, policy_version=0)
-        if turn == 0:  # the untrained model writes no code; show how a tool result is appended, masked
-            episode.add_observation([{"role": "tool", "content": f"Code execution result: {37 * 91}\n"}])
-    traj = episode.to_trajectory(stop_reason="max_turns", env_id="demo")
-    print(f"[agentrl] episode: {len(traj)} tokens, {traj.num_sampled} sampled (in the loss), "
-          f"{traj.num_turns} turns, template drift: {traj.template_drift}")
-    print(traj.render(tokenizer))
-    print(f"[agentrl] NOT BUILT YET: {NOT_BUILT}. No training happened.")
-    return 0
+def _task_seeds(config: TrainConfig, step: int) -> list[int]:
+    """Tasks of a step depend only on (seed, step): resume sees the same tasks."""
+    rng = random.Random(config.run.seed * 1_000_003 + step)
+    return [rng.randrange(2**31) for _ in range(config.run.tasks_per_step)]
+
+
+def to_train_batch(trajectories: list[Any], rollout_cfg: Any):  # -> alp.TrainBatch | None
+    from alp.batch import TrainBatch
+
+    usable = [t for t in trajectories if not t.info.get("excluded") and t.num_sampled > 0]
+    if not usable:
+        return None
+    return TrainBatch.from_lists(
+        token_ids=[t.token_ids for t in usable],
+        loss_mask=[t.loss_mask for t in usable],
+        behavior_logprobs=[t.behavior_logprobs for t in usable],
+        rewards=[t.reward for t in usable],
+        group_ids=[t.group_id for t in usable],
+        temperature=rollout_cfg.temperature,
+        top_p=rollout_cfg.top_p,
+        top_k=rollout_cfg.top_k,
+    )
+
+
+class _Loggers:
+    """metrics.jsonl always; TensorBoard and W&B when asked for (and installed)."""
+
+    def __init__(self, run_dir: Path, config: TrainConfig, resume_step: int) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        if resume_step >= 0 and self.path.exists():  # drop steps after the checkpoint: they are redone
+            kept = [ln for ln in self.path.read_text().splitlines() if ln.strip()
+                    and json.loads(ln).get("step", -1) <= resume_step]
+            self.path.write_text("".join(ln + "\n" for ln in kept))
+        self.tb = self.wandb = None
+        if config.run.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise ConfigError("run.tensorboard=true needs `pip install tensorboard`") from exc
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        if config.run.wandb:
+            try:
+                import wandb
+            except ImportError as exc:
+                raise ConfigError("run.wandb=true needs `pip install wandb`") from exc
+            self.wandb = wandb.init(project="agentrl", name=run_dir.name, config=config.to_dict(), resume="allow")
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        clean = {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None) for k, v in metrics.items()}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **clean}) + "\n")
+        if self.tb is not None:
+            for k, v in clean.items():
+                if v is not None:
+                    self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in clean.items() if v is not None}, step=step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _write_trajectories(run_dir: Path, step: int, trajectories: list[Any], tokenizer: Any, n: int) -> None:
+    from agentrl.trajectory import write_jsonl
+
+    if n <= 0:
+        return
+    folder = run_dir / "trajectories"
+    folder.mkdir(exist_ok=True)
+    chosen = trajectories[:n]
+    write_jsonl(folder / f"step_{step:06d}.jsonl", chosen)
+    with open(run_dir / "samples.txt", "a", encoding="utf-8") as f:
+        t = chosen[0]
+        f.write(f"=== step {step} | reward {t.reward} | stop {t.stop_reason} | turns {t.num_turns} ===\n")
+        f.write(t.render(tokenizer) + "\n\n")
+
+
+async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: bool = False) -> dict[str, Any]:
+    import torch
+    from tqdm import tqdm
+
+    from agentrl.checkpoint import latest_checkpoint, load_state, save_checkpoint
+    from agentrl.eval import evaluate
+    from agentrl.inference.hf import HFBackend
+    from agentrl.plots import plot_metrics
+    from agentrl.rollout import RolloutManager
+    from agentrl.runtime import load_model, make_env_factory, sandbox_for
+    from agentrl.sft import make_demonstrations, sft
+    from alp.learner import Learner
+
+    started = time.perf_counter()
+    learner_cfg = config.learner.build()
+    # ---- run directory -------------------------------------------------------------------------
+    if run_dir is None:
+        run_dir = _new_run_dir(config)
+    dump_config(config, run_dir / "config.yaml")
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    start_step = 0
+    state = None
+    if checkpoint is not None:
+        state = load_state(checkpoint)
+        start_step = int(state["step"]) + 1
+        log.info("resuming %s from %s (step %d)", run_dir, checkpoint.name, start_step)
+    _seed_everything(config.run.seed)
+
+    # ---- model ---------------------------------------------------------------------------------
+    mc = config.model
+    model, tokenizer = load_model(mc.path, preset=mc.preset, seed=config.run.seed, dtype=mc.dtype, device=mc.device)
+    tokenizer.save_pretrained(run_dir / "tokenizer")
+    log.info("run dir %s | model %s (%s parameters) | learner preset %s", run_dir, mc.path or f"tiny:{mc.preset}",
+             f"{sum(p.numel() for p in model.parameters()):,}", config.learner.preset)
+
+    with sandbox_for(config.sandbox.url) as sandbox_url:
+        log.info("sandbox %s", sandbox_url)
+        train_env = make_env_factory(config.env.id, config.env.kwargs)
+        eval_env = make_env_factory(config.env.id, {**config.env.kwargs, **config.env.eval_kwargs})
+        evals: dict[str, Any] = json.loads((run_dir / "eval.json").read_text()) if (
+            resume and (run_dir / "eval.json").exists()) else {}
+
+        async def run_eval(backend: Any, label: str) -> dict[str, float]:
+            if config.eval.tasks <= 0:
+                return {}
+            t0 = time.perf_counter()
+            result = await evaluate(backend, tokenizer, eval_env, tasks=config.eval.tasks,
+                                    samples=config.eval.samples, temperature=config.eval.temperature,
+                                    seed=config.run.seed, rollout=config.rollout)
+            evals[label] = result
+            (run_dir / "eval.json").write_text(json.dumps(evals, indent=2))
+            log.info("eval %-6s accuracy %.3f | tool-call rate %.2f | turns %.2f (%.0f s)", label,
+                     result["eval/accuracy"], result["eval/tool_call_rate"], result["eval/turns_mean"],
+                     time.perf_counter() - t0)
+            return result
+
+        # ---- SFT warm-up (skipped when resuming: the checkpoint has it) -------------------------
+        if state is None and config.sft.steps > 0:
+            t0 = time.perf_counter()
+            demos = await make_demonstrations(train_env, tokenizer, config.sft.demos, seed=config.run.seed,
+                                              rollout=config.rollout)
+            bar = tqdm(total=config.sft.steps, desc="sft", disable=not config.run.progress, leave=False)
+            losses = sft(model, demos, steps=config.sft.steps, batch_size=config.sft.batch_size, lr=config.sft.lr,
+                         seed=config.run.seed, pad_id=tokenizer.pad_token_id,
+                         on_step=lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
+            bar.close()
+            log.info("sft: %d demonstrations, %d steps, loss %.3f -> %.3f (%.0f s)", len(demos), config.sft.steps,
+                     losses[0], losses[-1], time.perf_counter() - t0)
+
+        # A frozen copy of the starting policy, only when a KL-to-reference term is on (kl_coef > 0).
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False) if learner_cfg.kl_coef > 0 else None
+        learner = Learner(model, learner_cfg, ref_model=ref_model, device=mc.device)
+        if state is not None:
+            learner.load_state_dict(state["learner"])
+            torch.set_rng_state(state["torch_rng"])
+        backend = HFBackend(model, tokenizer, max_batch_size=config.backend.max_batch_size, seed=config.run.seed,
+                            initial_version=start_step)
+        if config.backend.kind != "hf":
+            raise ConfigError(f"backend.kind={config.backend.kind}: only the hf backend trains from this entry "
+                              "point today; see docs/inference.md for vLLM and OpenAI-server rollouts")
+        manager = RolloutManager(backend, tokenizer, train_env, config.rollout)
+        loggers = _Loggers(run_dir, config, start_step - 1 if state is not None else -1)
+
+        if "before" not in evals:
+            await run_eval(backend, "before")
+
+        # ---- RL loop ------------------------------------------------------------------------------
+        bar = tqdm(range(start_step, config.run.steps), initial=start_step, total=config.run.steps, desc="rl",
+                   disable=not config.run.progress)
+        step = start_step - 1
+        last_saved = start_step - 1
+
+        def checkpoint_now(at: int) -> None:
+            nonlocal last_saved
+            if at < 0 or at == last_saved:
+                return
+            save_checkpoint(run_dir, at, model, tokenizer,
+                            {"step": at, "learner": learner.state_dict(), "torch_rng": torch.get_rng_state()},
+                            keep_last=config.run.keep_last)
+            last_saved = at
+
+        try:
+            for step in bar:
+                t0 = time.perf_counter()
+                batch = await manager.run(_task_seeds(config, step))
+                train_batch = to_train_batch(batch.trajectories, config.rollout)
+                metrics = dict(batch.metrics)
+                if train_batch is not None:
+                    metrics.update(learner.update(train_batch))
+                else:
+                    log.warning("step %d: no trainable trajectory (all excluded); skipping the update", step)
+                backend.update_weights({k: v.detach() for k, v in model.state_dict().items()})
+                metrics["perf/step_s"] = time.perf_counter() - t0
+                metrics["time"] = time.perf_counter() - started
+                if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < config.run.steps:
+                    metrics.update(await run_eval(backend, f"step_{step}"))
+                loggers.log(step, metrics)
+                _write_trajectories(run_dir, step, batch.trajectories, tokenizer, config.run.log_trajectories)
+                bar.set_postfix({
+                    "reward": f"{metrics.get('rollout/reward_mean', 0):.2f}",
+                    "acc": f"{metrics.get('rollout/accuracy', 0):.2f}",
+                    "tool": f"{metrics.get('rollout/tool_call_rate', 0):.2f}",
+                    "r_p99": f"{metrics.get('ratio/q99', float('nan')):.2f}",
+                    "sigma": f"{metrics.get('sigma/mean', 0):.1e}",
+                })
+                if config.run.save_every and (step + 1) % config.run.save_every == 0:
+                    checkpoint_now(step)
+        except asyncio.CancelledError:  # Ctrl-C: keep every completed step, then stop
+            bar.close()
+            checkpoint_now(step if step >= start_step else start_step - 1)
+            loggers.close()
+            await backend.aclose()
+            raise KeyboardInterrupt from None
+        bar.close()
+        checkpoint_now(config.run.steps - 1)
+
+        after = await run_eval(backend, "after")
+        await backend.aclose()
+        loggers.close()
+
+    # ---- final checkpoint, plots, summary ------------------------------------------------------------
+    model.save_pretrained(run_dir / "final")
+    tokenizer.save_pretrained(run_dir / "final")
+    plots = plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots") if (run_dir / "metrics.jsonl").exists() else []
+    before = evals.get("before", {})
+    summary = {"run_dir": str(run_dir), "steps": config.run.steps, "wall_s": time.perf_counter() - started,
+               "before": before, "after": after, "plots": [str(p) for p in plots]}
+    if before and after:
+        print(f"[agentrl] held-out accuracy {before['eval/accuracy']:.3f} -> {after['eval/accuracy']:.3f} | "
+              f"tool-call rate {before['eval/tool_call_rate']:.2f} -> {after['eval/tool_call_rate']:.2f} | "
+              f"{summary['wall_s'] / 60:.1f} min | {run_dir}")
+    return summary
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ class HFBackend:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any = None, *, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                  gather_window_s: float = DEFAULT_GATHER_WINDOW_S, copy_model: bool = True, seed: int = 0,
-                 device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> None:
+                 device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                 initial_version: int = 0) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size={max_batch_size} must be >= 1")
         self.model = copy.deepcopy(model) if copy_model else model
@@ -77,7 +78,7 @@ class HFBackend:
         self.max_batch_size = max_batch_size
         self.gather_window_s = gather_window_s
         self.stats = BackendStats()
-        self._version = 0
+        self._version = initial_version  # a resumed run continues its version count
         self._seed_counter = seed * 1_000_003
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._deferred: list[_Request] = []

@@ -1,0 +1,362 @@
+"""Training configuration: one dataclass per component, YAML files, dotted command-line overrides.
+
+    python -m agentrl.train --config configs/tiny_cpu.yaml learner.lr=1e-6 env.id=agentrl/Math-v0
+
+Resolution order: the defaults below, then the YAML file, then ``key=value`` overrides (values parsed as
+YAML, so ``3``, ``1e-6``, ``true``, ``null``, ``[1, 2]`` work). Unknown keys fail with the closest valid
+key; a value of the wrong type fails naming the key and the expected type; impossible combinations fail
+before any work starts. The resolved config is written to the run directory and stored in checkpoints.
+
+The ``learner`` section takes ``preset`` (a name from ``alp.presets``: alp, alp-token, bypass, tis, ...)
+plus any ``alp.LearnerConfig`` field as an override of that preset.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from agentrl.rollout import RolloutConfig
+
+
+class ConfigError(ValueError):
+    """A bad configuration: the message names the key, what was wrong and how to fix it."""
+
+
+@dataclass
+class RunConfig:
+    name: str = "tiny-arithmetic"
+    """Run name; the run directory is output_dir/name."""
+    output_dir: str = "runs"
+    """Parent folder of run directories."""
+    seed: int = 0
+    """Seeds model init, task order, sampling and the learner (CPU runs repeat exactly)."""
+    steps: int = 12
+    """RL iterations (rollout + update)."""
+    tasks_per_step: int = 8
+    """Distinct tasks per iteration; each gets rollout.n_samples episodes (one GRPO group)."""
+    save_every: int = 4
+    """Checkpoint every N steps (0: only at the end)."""
+    keep_last: int = 2
+    """Checkpoints kept on disk."""
+    log_trajectories: int = 16
+    """Trajectories per step written to trajectories/step_NNNNNN.jsonl (0: none)."""
+    progress: bool = True
+    """Show a progress bar."""
+    tensorboard: bool = False
+    """Also log to TensorBoard (needs the tensorboard package)."""
+    wandb: bool = False
+    """Also log to Weights & Biases (needs the wandb package and a login)."""
+
+
+@dataclass
+class ModelConfig:
+    path: str | None = None
+    """HF model id or local checkpoint folder; null builds/loads the tiny local model of `preset`."""
+    preset: str = "tiny"
+    """Tiny local model preset when path is null: tiny (~0.9M params) or small (~8M)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Training dtype."""
+    device: str = "cpu"
+    """Learner device (cpu, cuda, cuda:1, ...)."""
+
+
+@dataclass
+class EnvConfig:
+    id: str = "agentrl/Arithmetic-v0"
+    """A registered env id or module:Class."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the training env."""
+    eval_kwargs: dict[str, Any] = field(default_factory=lambda: {"split": "test"})
+    """Overrides of kwargs for the held-out evaluation env."""
+
+
+@dataclass
+class SandboxConfig:
+    url: str | None = None
+    """Sandbox URL; null: $AGENTRL_SANDBOX_URL, else http://127.0.0.1:8080 if healthy, else embedded."""
+    token: str | None = None
+    """Bearer token for the sandbox, if it requires one."""
+
+
+@dataclass
+class SFTConfig:
+    steps: int = 150
+    """Warm-up steps on synthetic tool-use demonstrations before RL (0: none)."""
+    demos: int = 256
+    """Demonstration episodes, produced through the real env and sandbox by a scripted solver."""
+    batch_size: int = 16
+    """Demonstrations per SFT step."""
+    lr: float = 2e-3
+    """SFT learning rate (AdamW)."""
+
+
+@dataclass
+class BackendConfig:
+    kind: Literal["hf", "vllm", "openai"] = "hf"
+    """Rollout engine: hf (in-process, dynamic batching), vllm (in-process engine), openai (servers)."""
+    max_batch_size: int = 64
+    """HF backend: requests decoded together at most."""
+    urls: list[str] = field(default_factory=list)
+    """openai backend: base URLs of the /v1/completions servers."""
+    dtype: str = "auto"
+    """vllm backend: engine dtype."""
+    gpu_memory_utilization: float = 0.5
+    """vllm backend: share of GPU memory the engine may take (the learner needs the rest)."""
+
+
+@dataclass
+class EvalConfig:
+    tasks: int = 64
+    """Held-out tasks evaluated before and after training (0: skip)."""
+    samples: int = 1
+    """Samples per task (pass@k is reported for k up to this)."""
+    temperature: float = 1.0
+    """Sampling temperature for evaluation (0: greedy)."""
+    every: int = 0
+    """Also evaluate every N steps (0: only before and after)."""
+
+
+@dataclass
+class LearnerSection:
+    preset: str = "alp"
+    """A learner preset from alp.presets (alp, alp-token, alp-late, alp-logits, bypass, tis, mis, icepop, gspo,
+    ppo-decoupled); every other key here overrides one alp.LearnerConfig field of it."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def build(self):  # -> alp.LearnerConfig
+        from alp.presets import get_preset
+
+        try:
+            return get_preset(self.preset, **self.overrides)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ConfigError(f"learner: {exc}") from exc
+
+
+@dataclass
+class TrainConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rollout: RolloutConfig = field(default_factory=lambda: RolloutConfig(
+        n_samples=8, max_turns=3, max_new_tokens=48, max_context_tokens=512, temperature=1.0, concurrency=64))
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    learner: LearnerSection = field(default_factory=LearnerSection)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        learner = self.learner.build()
+        if self.rollout.n_samples < 2 and learner.advantage_estimator in ("grpo", "grpo_no_std", "rloo", "dr_grpo"):
+            raise ConfigError(
+                f"rollout.n_samples={self.rollout.n_samples}: group-relative advantages "
+                f"({learner.advantage_estimator}) need at least 2 samples per task; set rollout.n_samples>=2"
+            )
+        if self.rollout.temperature == 0:
+            raise ConfigError("rollout.temperature=0 (greedy) has no sampling distribution to train on; use > 0")
+        if self.run.steps < 0 or self.run.tasks_per_step < 1:
+            raise ConfigError(f"run.steps={self.run.steps} must be >= 0 and run.tasks_per_step="
+                              f"{self.run.tasks_per_step} >= 1")
+        if self.sft.steps > 0 and self.sft.demos < 1:
+            raise ConfigError(f"sft.steps={self.sft.steps} needs sft.demos >= 1 (or set sft.steps=0)")
+        if self.backend.kind == "openai" and not self.backend.urls:
+            raise ConfigError("backend.kind=openai needs backend.urls (the /v1/completions servers)")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["learner"] = {"preset": self.learner.preset, **self.learner.overrides}
+        return data
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading and validation
+# ---------------------------------------------------------------------------------------------------
+def _learner_fields() -> dict[str, Any]:
+    from alp.config import LearnerConfig
+
+    return {f.name: f for f in fields(LearnerConfig)}
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    return f" Did you mean {close[0]!r}?" if close else f" Valid keys: {', '.join(sorted(options))}."
+
+
+_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _yaml_number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-6`` as a string; every config number may be written that way."""
+    if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if hint is float:
+        value = _yaml_number(value)
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """Small lossless coercions after the type check: int -> float, list -> tuple."""
+    origin = typing.get_origin(hint)
+    if hint is float:
+        return float(_yaml_number(value))
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    if origin in (typing.Union, types.UnionType):
+        for h in typing.get_args(hint):
+            if h is not type(None) and _type_ok(value, h):
+                return _coerce(value, h)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in known:
+            raise ConfigError(f"unknown config key {path!r}.{_suggest(key, list(known))}")
+        hint = hints[key]
+        if is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path} must be a mapping of its fields, got {value!r}")
+            kwargs[key] = _build(hint, value, path)
+            continue
+        if not _type_ok(value, hint):
+            raise ConfigError(f"{path}={value!r} has the wrong type: expected {_type_name(hint)}")
+        kwargs[key] = _coerce(value, hint)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from exc
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _learner_section(data: dict[str, Any]) -> LearnerSection:
+    data = dict(data)
+    preset = data.pop("preset", "alp")
+    if not isinstance(preset, str):
+        raise ConfigError(f"learner.preset={preset!r} must be a preset name")
+    known = _learner_fields()
+    hints = typing.get_type_hints(__import__("alp.config", fromlist=["LearnerConfig"]).LearnerConfig)
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"unknown config key 'learner.{key}'.{_suggest(key, [*known, 'preset'])}")
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(f"learner.{key}={value!r} has the wrong type: expected {_type_name(hints[key])}")
+        data[key] = _coerce(value, hints[key])
+    return LearnerSection(preset=preset, overrides=data)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. learner.lr=1e-6")
+    key, raw = text.split("=", 1)
+    key = key.strip().removeprefix("--")
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from exc
+    return key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Defaults <- YAML file <- ``key=value`` overrides, validated (raises ConfigError)."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections (run, model, env, ...)")
+        tree = loaded
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree)
+
+
+def config_from_dict(tree: dict[str, Any]) -> TrainConfig:
+    tree = dict(tree)
+    learner = tree.pop("learner", {}) or {}
+    if not isinstance(learner, dict):
+        raise ConfigError("learner must be a mapping (preset: ..., and LearnerConfig overrides)")
+    section = _learner_section(learner)
+    known = [f.name for f in fields(TrainConfig)]
+    for key in tree:
+        if key not in known:
+            raise ConfigError(f"unknown config section {key!r}.{_suggest(key, known)}")
+    # Build sections one by one so errors name the section; defaults come from TrainConfig's factories.
+    built: dict[str, Any] = {}
+    for f in fields(TrainConfig):
+        if f.name == "learner":
+            continue
+        base = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+        data = {**asdict(base), **(tree.get(f.name) or {})} if isinstance(tree.get(f.name, {}), dict) else None
+        if data is None:
+            raise ConfigError(f"section {f.name!r} must be a mapping, got {tree[f.name]!r}")
+        built[f.name] = _build(type(base), data, f.name)
+    try:
+        return TrainConfig(learner=section, **built)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def dump_config(config: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

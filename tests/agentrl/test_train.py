@@ -1,0 +1,108 @@
+"""The training entry point end to end on the tiny model with the real sandbox (small budgets)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from agentrl.train import main
+
+SMALL = [
+    "run.tasks_per_step=2", "rollout.n_samples=2", "rollout.max_turns=2", "rollout.max_new_tokens=24",
+    "rollout.max_context_tokens=256", "sft.steps=3", "sft.demos=4", "sft.batch_size=4", "eval.tasks=4",
+    "run.progress=false", "run.log_trajectories=2",
+]
+
+
+@pytest.fixture(scope="module")
+def sandbox_url():
+    from tools.embedded import EmbeddedSandbox
+
+    with EmbeddedSandbox() as sandbox:
+        yield sandbox.url
+
+
+def _args(tmp_path, sandbox_url, *extra):
+    args = [f"run.output_dir={tmp_path}", f"sandbox.url={sandbox_url}", *SMALL, *extra]
+    return args
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_short_run_writes_the_run_directory(tmp_path, sandbox_url):
+    assert main(_args(tmp_path, sandbox_url, "run.steps=2", "run.save_every=1", "run.keep_last=1")) == 0
+    run_dir = tmp_path / "tiny-arithmetic"
+    for name in ("config.yaml", "metrics.jsonl", "eval.json", "samples.txt", "tokenizer", "final",
+                 "trajectories/step_000000.jsonl", "plots/reward_accuracy.png", "plots/ratio.png",
+                 "plots/sigma.png"):
+        assert (run_dir / name).exists(), name
+    rows = _metrics(run_dir)
+    assert [r["step"] for r in rows] == [0, 1]
+    for row in rows:
+        for key in ("rollout/reward_mean", "ratio/mean", "ratio/q99", "kl/mu_pi_k3", "sigma/mean", "grad_norm"):
+            assert math.isfinite(row[key]), key
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step_000001"]  # keep_last=1
+    evals = json.loads((run_dir / "eval.json").read_text())
+    assert {"before", "after"} <= set(evals) and "eval/pass@1" in evals["after"]
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(run_dir / "final") is not None
+    from agentrl.trajectory import read_jsonl
+
+    assert read_jsonl(run_dir / "trajectories/step_000000.jsonl")
+
+
+def test_resume_gives_the_same_weights_and_metrics(tmp_path, sandbox_url):
+    straight = tmp_path / "straight"
+    split = tmp_path / "split"
+    common = ["run.save_every=2", "eval.tasks=0"]
+    assert main(_args(straight, sandbox_url, "run.steps=4", *common)) == 0
+    assert main(_args(split, sandbox_url, "run.steps=2", *common)) == 0
+    assert main(["--resume", str(split / "tiny-arithmetic"), "run.steps=4"]) == 0
+    a = _metrics(straight / "tiny-arithmetic")
+    b = _metrics(split / "tiny-arithmetic")
+    assert [r["step"] for r in b] == [0, 1, 2, 3]
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("rollout/reward_mean", "rollout/sampled_tokens", "loss/policy", "ratio/mean", "sigma/mean"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-4, abs=1e-6), (ra["step"], key)
+    from safetensors.torch import load_file
+
+    wa = load_file(straight / "tiny-arithmetic/final/model.safetensors")
+    wb = load_file(split / "tiny-arithmetic/final/model.safetensors")
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
+
+
+def test_sigint_checkpoints_and_exits_cleanly(tmp_path, sandbox_url):
+    cmd = [sys.executable, "-m", "agentrl.train", *_args(tmp_path, sandbox_url, "run.steps=50", "run.save_every=0",
+                                                          "eval.tasks=0")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    run_dir = tmp_path / "tiny-arithmetic"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait until at least one RL step is logged
+        if (run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").read_text().strip():
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("no training step within 240 s: " + (proc.stdout.read() if proc.stdout else ""))
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    checkpoints = sorted((run_dir / "checkpoints").iterdir())
+    assert checkpoints, out
+    last_logged = _metrics(run_dir)[-1]["step"]
+    assert checkpoints[-1].name == f"step_{last_logged:06d}"
+    state = torch.load(checkpoints[-1] / "state.pt", weights_only=False)
+    assert state["step"] == last_logged
