@@ -9,8 +9,29 @@ _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _ANSWER_IS = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?\s*(.+?)\s*(?:\.\s*)?$", re.I | re.S)
 
 
+def _matching_braces(text: str) -> dict[int, int]:
+    """Index of each "{" -> index of its "}" in one linear pass (escaped \\{ \\} are content)."""
+    match: dict[int, int] = {}
+    stack: list[int] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and i + 1 < n and text[i + 1] in "{}":
+            i += 2
+            continue
+        if ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            match[stack.pop()] = i
+        i += 1
+    return match
+
+
 def _box_contents(text: str) -> list[str]:
-    """Contents of every complete ``\\boxed{...}`` in order; an unclosed box is ignored."""
+    """Contents of every complete ``\\boxed{...}`` in order; an unclosed box is ignored. Linear time."""
+    if not any(cmd in text for cmd in _BOX_COMMANDS):
+        return []
+    match = _matching_braces(text)
     found: list[tuple[int, str]] = []
     for cmd in _BOX_COMMANDS:
         start = 0
@@ -20,25 +41,13 @@ def _box_contents(text: str) -> list[str]:
             while i < len(text) and text[i] == " ":
                 i += 1
             if i < len(text) and text[i] == "{":
-                depth, j = 0, i
-                while j < len(text):
-                    ch = text[j]
-                    if ch == "\\" and j + 1 < len(text) and text[j + 1] in "{}":
-                        j += 2  # escaped brace \{ \} is literal content
-                        continue
-                    if ch == "{":
-                        depth += 1
-                    elif ch == "}":
-                        depth -= 1
-                        if depth == 0:
-                            found.append((pos, text[i + 1 : j]))
-                            break
-                    j += 1
+                if i in match:
+                    found.append((pos, text[i + 1 : match[i]]))
             elif i > start and i < len(text):
-                # "\boxed 5": the argument runs to the next whitespace or "$".
-                match = re.match(r"[^\s$]+", text[i:])
-                if match:
-                    found.append((pos, match.group(0)))
+                # "\\boxed 5": the argument runs to the next whitespace or "$".
+                arg = re.match(r"[^\s$]+", text[i:])
+                if arg:
+                    found.append((pos, arg.group(0)))
     found.sort()
     return [content for _, content in found]
 
