@@ -112,6 +112,10 @@ def test_page_loads_draws_curves_and_config(browser, live_server, artifacts):
     assert browser.execute_script("return document.querySelectorAll('#config script').length") == 0
     assert "0.78" in text  # eval.json after
     assert page_info(browser).endswith(f"of {12 * 5 + len(HOSTILE) + 1}")
+    count = "document.querySelectorAll('.panel[data-panel=kl] path.line').length"
+    assert browser.execute_script(f"return {count}") == 2
+    browser.find_element("css selector", ".panel[data-panel=kl] .legend .item").click()  # hide a series
+    wait_for(browser, f"{count} === 1", "the clicked legend entry to hide its line")
     browser.save_screenshot(str(artifacts / "viewer-curves.png"))
     assert console_errors(browser) == []
 
@@ -180,6 +184,12 @@ def test_episode_shows_masked_spans_and_token_hover(browser, live_server, run_di
                    "document.getElementById('tooltip').textContent", "the token tooltip")
     assert f"id {rec.token_ids[t]}" in tip and "behavior logprob -0.4" in tip
     assert f"learner ratio {rec.info['learner_ratio'][t]:.4g}" in tip
+    select_colour = 'document.querySelector(\'#episode select[name="colour"]\')'
+    browser.execute_script(f"{select_colour}.value = 'ratio'; {select_colour}.dispatchEvent(new Event('change'))")
+    wait_for(browser, f"document.querySelector('#episode .tok[data-i=\"{t}\"]').style.background !== ''",
+             "tokens coloured by learner ratio")
+    browser.execute_script(f"{select_colour}.value = 'kind'; {select_colour}.dispatchEvent(new Event('change'))")
+    token = browser.find_element("css selector", f'#episode .tok[data-i="{t}"]')
     browser.execute_script("window.scrollTo(0, document.getElementById('episodes-section').offsetTop - 60)")
     ActionChains(browser).move_to_element(token).perform()
     browser.save_screenshot(str(artifacts / "viewer-episode.png"))
@@ -221,3 +231,23 @@ def test_exported_file_works_offline(browser, run_dir, second_run, tmp_path, art
             "return document.querySelector('#episode .turns').textContent")
     browser.save_screenshot(str(artifacts / "viewer-export.png"))
     assert console_errors(browser) == []
+
+
+def test_ten_thousand_episodes_stay_responsive(browser, big_run):
+    from viewer_fixtures import LiveServer
+
+    with LiveServer([big_run]) as server:
+        open_page(browser, server.url)
+        assert page_info(browser) == "1–50 of 10,000"
+        for _ in range(3):
+            before = page_info(browser)
+            browser.find_element("id", "next").click()
+            wait_for(browser, f"document.getElementById('page-info').textContent !== {json.dumps(before)}",
+                     "the next page", timeout=10)
+        assert page_info(browser) == "151–200 of 10,000"
+        set_filters(browser, step="19", stop_reason="length")
+        assert page_info(browser) == "1–50 of 125"
+        first = rows(browser)[0]
+        open_episode(browser, first["step"], first["index"])
+        assert browser.execute_script("return document.querySelectorAll('#episode-table tbody tr').length") == 50
+        assert console_errors(browser) == []

@@ -473,7 +473,8 @@
         const okStatus = ["Finished", "Success"].includes(c.status);
         t.appendChild(el("tr", {},
           el("td", { text: String(i + 1) }),
-          el("td", { text: c.name === undefined ? "python" : String(c.name) }),
+          el("td", { class: "name", text: c.name === undefined ? "python" : String(c.name),
+            title: c.name === undefined ? null : String(c.name).slice(0, 500) }),
           el("td", {}, badge(String(c.status === undefined ? "?" : c.status), okStatus ? "good" : "bad")),
           el("td", { text: fmt(c.execution_time) }),
           el("td", { text: c.truncated ? "yes" : "" })));
