@@ -14,9 +14,10 @@ Design:
   splitmix64 hash of the tuple, drawn for that sequence's own length. So it is reproducible, the same on
   activation-checkpoint recompute, and does not depend on how sequences are packed into micro-batches
   when the caller passes stable `sequence_ids` (the learner does, with micro_batch=0).
-- Cheap and fused: the add is a custom autograd function that draws eps into its output buffer and
-  adds h in place (one [b, T, H] allocation), saves nothing of size [b, T, H] for backward, and
-  regenerates eps from the same keys in backward for d loss / d sigma = sum(g * eps * scale).
+- Cheap and fused: the add is a custom autograd function: one normal_ draw per row from a keyed
+  generator, one fused addcmul (h + scale * eps), nothing of size [b, T, H] saved for backward (the
+  output replaces h as what the layer norm saves), and eps regenerated from the same keys in backward
+  for d loss / d sigma = sum(g * eps * scale); the gradient to h passes through untouched.
 - Layer selection: `all`, `early` / `middle` / `late` (thirds; remainders go to the later thirds),
   `logits` (the final hidden state entering the LM head, i.e. correlated Gaussian noise on the logits,
   H instead of V draws per token), `none`, or explicit indices.
@@ -158,8 +159,8 @@ class _AddNoise(torch.autograd.Function):
         else:
             rms = None
             scale = sigma.to(h.dtype)  # []
-        out = _draw(h, keys, lengths)  # [b, T, H] eps, then in place -> h + scale * eps
-        out.mul_(scale).add_(h)
+        eps = _draw(h, keys, lengths)  # [b, T, H]
+        out = torch.addcmul(h, eps, scale)  # [b, T, H] one fused pass; eps is freed on return
         ctx.keys, ctx.lengths, ctx.relative = keys, lengths, relative
         if relative:
             ctx.save_for_backward(sigma, rms)
@@ -178,7 +179,8 @@ class _AddNoise(torch.autograd.Function):
             eps = _draw(torch.empty(shape, dtype=dtype, device=device), ctx.keys, ctx.lengths)  # [b, T, H]
             if ctx.relative:
                 eps.mul_(saved[1])  # [b, T, H] eps * rms
-            grad_sigma = torch.dot(g.reshape(-1).float(), eps.reshape(-1).float()).to(sigma.dtype)
+            acc = torch.float32 if g.dtype in (torch.float16, torch.bfloat16) else g.dtype  # sum in >= fp32
+            grad_sigma = torch.dot(g.reshape(-1).to(acc), eps.reshape(-1).to(acc)).to(sigma.dtype)
         return g, grad_sigma, None, None, None
 
 
