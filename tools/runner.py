@@ -45,6 +45,8 @@ class ChildPlan:
 
 def isolate(sock_fd: int, plan: ChildPlan) -> None:
     """Apply the layers in the order they depend on each other; raises if one that was planned fails."""
+    signal.set_wakeup_fd(-1)  # the zygote's SIGCHLD wake-up pipe is not ours
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
     os.closerange(3, sock_fd)
     os.closerange(sock_fd + 1, 65536)

@@ -37,11 +37,15 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--session-idle-timeout", type=float, default=None)
     p.add_argument("--preload", default=None, help="comma-separated modules each zygote imports")
     p.add_argument("--uid-base", type=int, default=None)
+    p.add_argument("--disable-layers", default=None,
+                   help="comma-separated layers to switch off (namespaces, uids, seccomp, landlock); for tests")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
     values = {k: v for k, v in vars(args).items() if v is not None and k != "log_level"}
     if "preload" in values:
         values["preload"] = tuple(m.strip() for m in values["preload"].split(",") if m.strip())
+    if "disable_layers" in values:
+        values["disabled_layers"] = tuple(m.strip() for m in values.pop("disable_layers").split(",") if m.strip())
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return Settings(**values)
 

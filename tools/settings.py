@@ -32,6 +32,7 @@ DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 DEFAULT_UID_BASE = 1_000_000_000
 """Far above the ranges login.defs and /etc/subuid hand out, so no real user shares these uids."""
 DEFAULT_PRELOAD: tuple[str, ...] = ("math", "json", "re", "collections", "itertools", "fractions", "numpy", "sympy")
+DISABLEABLE_LAYERS: tuple[str, ...] = ("namespaces", "uids", "seccomp", "landlock")
 TOKEN_ENV = "AGENTRL_SANDBOX_TOKEN"
 """Environment variable read for the bearer token (keeps it out of the process list)."""
 
@@ -74,6 +75,8 @@ class Settings(BaseModel):
     worker_start_timeout: float = Field(DEFAULT_WORKER_START_TIMEOUT, gt=0)
     shutdown_timeout: float = Field(DEFAULT_SHUTDOWN_TIMEOUT, gt=0)
     uid_base: int = Field(DEFAULT_UID_BASE, ge=1000)
+    disabled_layers: tuple[str, ...] = ()
+    """Layers to switch off on purpose (any of DISABLEABLE_LAYERS), to exercise the fallbacks in tests."""
     preload: tuple[str, ...] = DEFAULT_PRELOAD
     """Modules every zygote imports once, so snippets get them for free."""
 
@@ -83,6 +86,13 @@ class Settings(BaseModel):
             raise ValueError(
                 f"default_run_timeout={self.default_run_timeout} exceeds max_run_timeout={self.max_run_timeout}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_layers(self) -> Settings:
+        unknown = set(self.disabled_layers) - set(DISABLEABLE_LAYERS)
+        if unknown:
+            raise ValueError(f"unknown layers to disable: {sorted(unknown)}; choose from {DISABLEABLE_LAYERS}")
         return self
 
     @property

@@ -44,6 +44,10 @@ def zygote_config(settings: Settings, worker_id: int) -> ZygoteConfig:
         tmpfs_bytes=settings.tmpfs_mb * MIB,
         output_limit_bytes=settings.output_limit_bytes,
         preload=list(settings.preload),
+        use_namespaces="namespaces" not in settings.disabled_layers,
+        use_seccomp="seccomp" not in settings.disabled_layers,
+        use_landlock="landlock" not in settings.disabled_layers,
+        use_uids="uids" not in settings.disabled_layers,
     )
 
 

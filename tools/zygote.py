@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,8 @@ DEFAULT_REAP_TIMEOUT = 5.0
 """Seconds to wait for a killed child to be reaped before giving up on it."""
 PROBE_TIMEOUT = 10.0
 """Seconds the start-up probe child may take."""
+EXIT_POLL_INTERVAL = 0.002
+"""Seconds between reaping attempts while an answered child finishes exiting and no request waits."""
 
 # Thread pools of numerical libraries would count against RLIMIT_NPROC; one thread each.
 THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -63,6 +66,8 @@ class ZygoteConfig:
     use_namespaces: bool = True
     use_seccomp: bool = True
     use_landlock: bool = True
+    use_uids: bool = True
+    """Run each child as its own unprivileged uid (root only); off = all children share our uid."""
 
     def uid_for(self, slot: int) -> int:
         """Slot 0 is the one-shot uid, 1..sessions_per_worker the session uids of this worker."""
@@ -107,7 +112,13 @@ class Zygote:
         self.spare: Child | None = None
         self.sessions: dict[str, Child] = {}
         self.counter = 0
-        self.unique_uids = self.root  # as root every child gets its own uid; otherwise all share ours
+        self.unique_uids = self.root and config.use_uids  # as root each child gets its own uid
+        self.base = "/tmp" if ns.mount else tempfile.mkdtemp(prefix="agentrl-sandbox-")
+        """Parent of the work dirs: our private tmpfs, or a private directory of the host's /tmp."""
+        if not ns.mount:
+            os.chmod(self.base, 0o711)
+        self.exiting: set[int] = set()
+        """Children that answered and are exiting; reaped while we wait for the next request."""
         self.deferred: list[Callable[[], None]] = []
         """Work done after the reply is written: reaping, removing work dirs, forking the next spare."""
 
@@ -135,7 +146,7 @@ class Zygote:
     def _fork_child(self, slot: int, oneshot: bool) -> Child:
         uid = self.config.uid_for(slot) if self.unique_uids else None
         self.counter += 1
-        workdir = f"/tmp/{'run' if oneshot else 'session'}-{self.counter}"
+        workdir = f"{self.base}/{'run' if oneshot else 'session'}-{self.counter}"
         os.mkdir(workdir, 0o700)
         if uid is not None:
             os.chown(workdir, uid, uid)
@@ -171,14 +182,13 @@ class Zygote:
         if child.uid is not None:
             privileges.kill_uid(child.uid, signal.SIGKILL)
             return
-        # Weaker mode (one shared uid): kill the child's session/process group and anything we cannot
-        # account for as a live spare or session.
+        # Weaker mode (one shared uid): we are a child subreaper, so everything the child started stays in
+        # our process tree. Kill the descendants of ours that are not a live spare or session.
         keep = {c.pid for c in self.sessions.values() if c is not child}
         if self.spare is not None and self.spare is not child:
             keep.add(self.spare.pid)
-        for _ in range(3):
-            victims = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep]
-            victims = [p for p in victims if p != os.getpid() and p > 1]
+        for _ in range(5):
+            victims = _descendants(os.getpid(), keep)
             if not victims:
                 break
             for pid in victims:
@@ -186,6 +196,7 @@ class Zygote:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
+            time.sleep(0.01)
 
     def _reap(self, pid: int) -> int | None:
         """Wait for ``pid`` (already killed or exiting); returns its wait status."""
@@ -212,6 +223,7 @@ class Zygote:
                 return
             if pid == 0:
                 return
+            self.exiting.discard(pid)
             if self.spare is not None and pid == self.spare.pid:
                 self.spare.sock.close()
                 shutil.rmtree(self.spare.workdir, ignore_errors=True)
@@ -349,7 +361,8 @@ class Zygote:
                 status = self._reap(child.pid)
                 if status is not None and os.WIFSIGNALED(status):
                     result.signal = os.WTERMSIG(status)
-            # else: it is exiting on its own; _reap_orphans collects it without waiting.
+            else:  # it is exiting on its own; the idle loop reaps it without delaying this reply
+                self.exiting.add(child.pid)
             self.deferred.append(lambda: shutil.rmtree(child.workdir, ignore_errors=True))
             self.deferred.append(self._ensure_spare)  # the next request's child, off its critical path
             return self._reply(result)
@@ -445,8 +458,10 @@ except OSError:
 found["unprivileged_uid"] = os.getuid() != 0 and os.geteuid() != 0 and os.getgid() != 0
 status = open("/proc/self/status").read()
 found["seccomp"] = "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status
+probe = f"/tmp/.landlock-probe-{os.getpid()}"  # /tmp is world-writable: only Landlock says no
 try:
-    open("/tmp/landlock-probe", "w").close()
+    os.mkdir(probe)
+    os.rmdir(probe)
     found["landlock"] = False
 except PermissionError:
     found["landlock"] = True
@@ -458,6 +473,27 @@ found["rlimits"] = resource.getrlimit(resource.RLIMIT_NPROC)[1] != resource.RLIM
     resource.getrlimit(resource.RLIMIT_AS)[1] != resource.RLIM_INFINITY
 print(json.dumps(found))
 """
+
+
+def _descendants(root: int, keep: set[int]) -> list[int]:
+    """Pids below ``root`` in the process tree, skipping the subtrees rooted at ``keep``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    stack = [p for p in children.get(root, []) if p not in keep]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack += [p for p in children.get(pid, []) if p not in keep]
+    return found
 
 
 def _preload(modules: list[str]) -> list[str]:
@@ -477,6 +513,7 @@ def serve_forever(config: ZygoteConfig, req_fd: int, rep_fd: int, ns: namespaces
         mount_errors = namespaces.setup_mounts(tmp_size_bytes=config.tmpfs_bytes, expose=expose, pid_namespace=ns.pid)
     else:
         mount_errors = ["no mount namespace: work dirs live in the host's /tmp"]
+    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # orphans of our children come to us, not to init
     os.environ.update(THREAD_ENV)
     failed = _preload(config.preload)
     import gc
@@ -488,8 +525,36 @@ def serve_forever(config: ZygoteConfig, req_fd: int, rep_fd: int, ns: namespaces
     report["preload_failed"] = failed
     report["preloaded"] = [m for m in config.preload if m in sys.modules]
     protocol.write_frame_fd(rep_fd, {"ready": True, **report})
+    try:
+        _loop(zygote, req_fd, rep_fd)
+    finally:
+        for sid in list(zygote.sessions):
+            zygote._destroy(zygote.sessions.pop(sid))
+        if zygote.spare is not None:
+            zygote._destroy(zygote.spare)
+        if zygote.base != "/tmp":
+            shutil.rmtree(zygote.base, ignore_errors=True)
+
+
+def _loop(zygote: Zygote, req_fd: int, rep_fd: int) -> None:
+    # SIGCHLD wakes the idle loop so children and adopted orphans are reaped at once, never left as zombies.
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
     zygote._ensure_spare()
     while True:
+        timeout = EXIT_POLL_INTERVAL if zygote.exiting else None
+        ready = select.select([req_fd, wake_r], [], [], timeout)[0]
+        if wake_r in ready:
+            while True:
+                try:
+                    if not os.read(wake_r, 512):
+                        break
+                except BlockingIOError:
+                    break
+        zygote._reap_orphans()
+        if req_fd not in ready:
+            continue
         request = protocol.read_frame_fd(req_fd)
         if request is None:
             return

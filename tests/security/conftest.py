@@ -17,7 +17,7 @@ UID_BASE = 1_400_000_000
 MAX_SESSIONS = 4
 WORKERS = 2
 UID_SPAN = WORKERS * (MAX_SESSIONS // WORKERS + 1)
-SETTLE_TIMEOUT = 5.0
+SETTLE_TIMEOUT = 10.0
 
 
 def sandbox_processes() -> dict[int, list[int]]:
@@ -43,6 +43,21 @@ def leftovers() -> dict[int, list[int]]:
     return {uid: pids for uid, pids in sandbox_processes().items() if uid not in one_shot or len(pids) > 1}
 
 
+def describe(found: dict[int, list[int]]) -> list[str]:
+    lines = []
+    for pids in found.values():
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    stat = f.read()
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+                lines.append(f"{stat[:80]} | {cmd[:120]}")
+            except OSError:
+                lines.append(f"{pid} gone")
+    return lines
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[EmbeddedSandbox]:
     with EmbeddedSandbox(workers=WORKERS, max_sessions=MAX_SESSIONS, uid_base=UID_BASE) as s:
@@ -59,6 +74,9 @@ def sandbox(server: EmbeddedSandbox) -> Iterator[SyncSandboxClient]:
         assert r.run_result is not None and r.run_result.stdout == f"{nonce}\n", r
         # ...and no process the attack started is left.
         deadline = time.monotonic() + SETTLE_TIMEOUT
-        while leftovers() and time.monotonic() < deadline:
+        samples: list[list[str]] = []
+        while (found := leftovers()) and time.monotonic() < deadline:
+            if len(samples) < 3 or time.monotonic() > deadline - 0.2:
+                samples.append(describe(found))
             time.sleep(0.05)
-        assert leftovers() == {}
+        assert leftovers() == {}, samples
