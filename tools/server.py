@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
     values = {k: v for k, v in vars(args).items() if v is not None and k != "log_level"}
+    if not values.get("token"):
+        values.pop("token", None)  # an empty $AGENTRL_SANDBOX_TOKEN (compose default) means no auth
     if "preload" in values:
         values["preload"] = tuple(m.strip() for m in values["preload"].split(",") if m.strip())
     if "disable_layers" in values:

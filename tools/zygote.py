@@ -98,7 +98,9 @@ class CellResult:
 
 
 class Zygote:
-    def __init__(self, config: ZygoteConfig, ns: namespaces.NamespaceReport, mount_errors: list[str]) -> None:
+    def __init__(
+        self, config: ZygoteConfig, ns: namespaces.NamespaceReport, mount_errors: list[str], private_tmp: bool
+    ) -> None:
         self.config = config
         self.ns = ns
         self.mount_errors = mount_errors
@@ -113,9 +115,9 @@ class Zygote:
         self.sessions: dict[str, Child] = {}
         self.counter = 0
         self.unique_uids = self.root and config.use_uids  # as root each child gets its own uid
-        self.base = "/tmp" if ns.mount else tempfile.mkdtemp(prefix="agentrl-sandbox-")
+        self.base = "/tmp" if private_tmp else tempfile.mkdtemp(prefix="agentrl-sandbox-")
         """Parent of the work dirs: our private tmpfs, or a private directory of the host's /tmp."""
-        if not ns.mount:
+        if not private_tmp:
             os.chmod(self.base, 0o711)
         self.exiting: set[int] = set()
         """Children that answered and are exiting; reaped while we wait for the next request."""
@@ -508,11 +510,14 @@ def _preload(modules: list[str]) -> list[str]:
 
 def serve_forever(config: ZygoteConfig, req_fd: int, rep_fd: int, ns: namespaces.NamespaceReport) -> None:
     mount_errors: list[str] = []
+    private_tmp = False
     if ns.mount:
         expose = landlock.interpreter_paths()
-        mount_errors = namespaces.setup_mounts(tmp_size_bytes=config.tmpfs_bytes, expose=expose, pid_namespace=ns.pid)
-    else:
-        mount_errors = ["no mount namespace: work dirs live in the host's /tmp"]
+        private_tmp, mount_errors = namespaces.setup_mounts(
+            tmp_size_bytes=config.tmpfs_bytes, expose=expose, pid_namespace=ns.pid
+        )
+    if not private_tmp:
+        mount_errors.append("no private tmpfs: work dirs live in a private directory of the host's /tmp")
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # orphans of our children come to us, not to init
     os.environ.update(THREAD_ENV)
     failed = _preload(config.preload)
@@ -520,7 +525,7 @@ def serve_forever(config: ZygoteConfig, req_fd: int, rep_fd: int, ns: namespaces
 
     gc.collect()
     gc.freeze()  # keep the preloaded heap out of the children's collections: fewer copy-on-write faults
-    zygote = Zygote(config, ns, mount_errors)
+    zygote = Zygote(config, ns, mount_errors, private_tmp)
     report = zygote.probe()
     report["preload_failed"] = failed
     report["preloaded"] = [m for m in config.preload if m in sys.modules]

@@ -101,19 +101,28 @@ def _expose(paths: list[str]) -> None:
             break
 
 
-def setup_mounts(*, tmp_size_bytes: int, expose: list[str], pid_namespace: bool) -> list[str]:
-    """Private mounts for the zygote's namespace; returns what could not be done (empty = all done)."""
+def setup_mounts(*, tmp_size_bytes: int, expose: list[str], pid_namespace: bool) -> tuple[bool, list[str]]:
+    """Private mounts for the zygote's namespace.
+
+    Returns (whether /tmp is now a private tmpfs, what could not be done). Container runtimes often forbid
+    mount(2) even inside a user namespace (AppArmor, seccomp); then nothing here is done.
+    """
     errors: list[str] = []
-    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    try:
+        syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    except OSError as exc:
+        return False, [f"mount propagation: {exc}"]
     if pid_namespace:
         try:
             syscalls.mount("proc", "/proc", "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC)
         except OSError as exc:
             errors.append(f"/proc: {exc}")
-    fresh = [("/tmp", f"size={tmp_size_bytes},mode=1777"), ("/dev/shm", "size=1m,mode=1777")]
+    fresh = [("/tmp", f"size={tmp_size_bytes},nr_inodes=65536,mode=1777"), ("/dev/shm", "size=1m,mode=1777")]
+    private_tmp = False
     for target, options in fresh:
         try:
             syscalls.mount("tmpfs", target, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, options)
+            private_tmp = private_tmp or target == "/tmp"
         except OSError as exc:
             errors.append(f"{target}: {exc}")
     try:
@@ -132,4 +141,4 @@ def setup_mounts(*, tmp_size_bytes: int, expose: list[str], pid_namespace: bool)
             syscalls.mount(None, target, None, flags)
         except OSError as exc:
             errors.append(f"read-only {target}: {exc}")
-    return errors
+    return private_tmp, errors
