@@ -85,6 +85,8 @@ def scan_fields(line: str) -> dict[str, Any]:
 
 
 def _skip_ws(s: str, i: int) -> int:
+    if i < len(s) and s[i] not in _WS:  # compact JSON (write_jsonl): no whitespace, no loop
+        return i
     while i < len(s) and s[i] in _WS:
         i += 1
     return i
@@ -117,7 +119,8 @@ def _scan(line: str) -> dict[str, Any]:
             value, i = _DECODER.raw_decode(line, i)
             if key in remaining:
                 out[key] = value
-        remaining.discard(key)
+        if key in remaining:
+            remaining.discard(key)
         i = _skip_ws(line, i)
         if line[i] == ",":
             i = _skip_ws(line, i + 1)
