@@ -170,6 +170,33 @@ def test_ten_thousand_episodes_page_quickly(big_run):
         assert time.perf_counter() - t < 1.0 and ep["task_id"] == "t13-321"
 
 
+def test_bare_run_directory_degrades_gracefully(tmp_path):
+    bare = tmp_path / "bare"
+    (bare / "trajectories").mkdir(parents=True)
+    record = {"token_ids": [1, 99999, 2], "loss_mask": [0, 1, 0], "behavior_logprobs": [0, -0.1, 0],
+              "turn_ids": [0, 1, 1], "policy_version": [-1, 0, -1], "token_kinds": [0, 1, 2],
+              "prompt_length": 1, "reward": float("nan"), "stop_reason": "stop", "info": {"learner_ratio": [1]}}
+    (bare / "trajectories" / "step_5.jsonl").write_text(json.dumps(record) + "\n")
+    with TestClient(create_app([bare], warm=False)) as c:
+        assert c.get("/api/config").json() == {"text": None, "data": None}
+        assert c.get("/api/eval").json() is None
+        assert c.get("/api/metrics").json()["panels"] == []
+        page = c.get("/api/episodes").json()
+        assert page["total"] == 1 and page["items"][0]["reward"] is None
+        ep = c.get("/api/episode/5/0").json()  # no tokenizer folder: ids as text; NaN reward as null
+        assert ep["tokens"]["text"] == ["<1>", "<99999>", "<2>"] and ep["reward"] is None
+        assert ep["tokens"]["ratio"] == [None] * 3 and not ep["has_ratio"]  # misaligned ratio ignored
+        assert c.get("/").status_code == 200 and c.get("/static/viewer.js").status_code == 200
+
+
+def test_out_of_vocabulary_ids_are_shown_not_fatal(run_dir):
+    from agentrl.view.tokens import TokenText
+
+    text = TokenText.from_dir(run_dir / "tokenizer")
+    assert text.byte_level
+    assert text.texts([10**7]) == [f"<unk:{10**7}>"]
+
+
 # ---- export and CLI ------------------------------------------------------------------------------
 def test_script_json_cannot_close_its_element():
     text = script_json({"a": "</script><script>alert(1)</script><!-- \u2028", "b": "&amp;"})

@@ -39,6 +39,7 @@ def console_errors(driver) -> list[dict]:
 
 
 def open_page(driver, url: str) -> None:
+    driver.get("about:blank")  # a fresh load even when only the #fragment differs
     driver.get_log("browser")  # drop what earlier tests left
     driver.get(url)
     ready = wait_for(driver, "document.body.dataset.ready", "the page to finish loading")
@@ -193,6 +194,21 @@ def test_episode_shows_masked_spans_and_token_hover(browser, live_server, run_di
     browser.execute_script("window.scrollTo(0, document.getElementById('episodes-section').offsetTop - 60)")
     ActionChains(browser).move_to_element(token).perform()
     browser.save_screenshot(str(artifacts / "viewer-episode.png"))
+    assert console_errors(browser) == []
+
+
+def test_deep_link_and_keyboard(browser, live_server):
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser, live_server.url + "#run=0&step=20&episode=5")
+    wait_for(browser, "document.querySelector('#episode h3') && "
+             "document.querySelector('#episode h3').textContent === 'step 20 · episode 5'", "the linked episode")
+    assert {r["step"] for r in rows(browser)} == {20}
+    browser.find_element("tag name", "body").send_keys("j")
+    wait_for(browser, "document.querySelector('#episode h3').textContent === 'step 20 · episode 6'", "j: next")
+    browser.find_element("tag name", "body").send_keys(Keys.ARROW_UP, Keys.ARROW_UP)
+    wait_for(browser, "document.querySelector('#episode h3').textContent === 'step 20 · episode 4'", "up twice")
+    assert browser.execute_script("return location.hash") == "#run=0&step=20&episode=4"
     assert console_errors(browser) == []
 
 

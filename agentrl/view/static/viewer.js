@@ -398,6 +398,19 @@
     loadList();
   });
   form.addEventListener("submit", (ev) => { ev.preventDefault(); state.offset = 0; loadList(); });
+  // j / k (or arrow keys) walk the list, as in a mail reader.
+  document.addEventListener("keydown", (ev) => {
+    if (ev.target.closest && ev.target.closest("input, select, textarea")) return;
+    const down = ev.key === "j" || ev.key === "ArrowDown", up = ev.key === "k" || ev.key === "ArrowUp";
+    if (!down && !up) return;
+    const rowsNow = [...document.querySelectorAll("#episode-table tbody tr[data-step]")];
+    if (!rowsNow.length) return;
+    const at = rowsNow.findIndex((r) => r.classList.contains("selected"));
+    const next = rowsNow[Math.max(0, Math.min(rowsNow.length - 1, at < 0 ? 0 : at + (down ? 1 : -1)))];
+    ev.preventDefault();
+    next.scrollIntoView({ block: "nearest" });
+    openEpisode(Number(next.dataset.step), Number(next.dataset.index), next);
+  });
   document.getElementById("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE); loadList(); });
   document.getElementById("next").addEventListener("click", () => { state.offset += PAGE; loadList(); });
 
@@ -417,6 +430,7 @@
     }
     box.textContent = "";
     box.appendChild(renderEpisode(ep));
+    history.replaceState(null, "", "#run=" + state.run + "&step=" + step + "&episode=" + index);
     box.dataset.step = step;
     box.dataset.index = index;
     setStatus("");
@@ -584,7 +598,13 @@
         state.runs.forEach((r, i) => sel.appendChild(el("option", { value: String(i), text: r.name })));
         document.getElementById("run-filter").hidden = false;
       }
+      const link = new URLSearchParams(location.hash.slice(1));  // #run=0&step=10&episode=3
+      if (link.has("run") && Number(link.get("run")) < state.runs.length) {
+        state.run = Number(link.get("run"));
+        form.elements.run.value = String(state.run);
+      }
       fillSteps();
+      if (link.has("step")) form.elements.step.value = link.get("step");
       const [configs, evals, metrics] = await Promise.all([
         Promise.all(state.runs.map((r, i) => api("config", { run: i }))),
         Promise.all(state.runs.map((r, i) => api("eval", { run: i }))),
@@ -594,6 +614,11 @@
       renderCurves(metrics);
       await loadList();
       if (DATA) setStatus("exported snapshot: " + DATA.note);
+      if (link.has("step") && link.has("episode")) {
+        const row = document.querySelector('#episode-table tr[data-step="' + Number(link.get("step")) +
+          '"][data-index="' + Number(link.get("episode")) + '"]');
+        await openEpisode(Number(link.get("step")), Number(link.get("episode")), row);
+      }
       document.body.dataset.ready = "1";
     } catch (e) {
       setStatus(String(e.message || e), true);
