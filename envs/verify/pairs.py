@@ -118,7 +118,7 @@ def _math_equivalents(i: int, ref: str, problem: str) -> list[tuple[str, str]]:
         out.append(("bmatrix", ref.replace("pmatrix", "bmatrix")))
     if ref.startswith("\\left(") or ref.startswith("\\left["):
         out.append(("no_left_right", ref.replace("\\left", "").replace("\\right", "")))
-    elif ref.startswith("(") and ref.endswith(")") and "\\" not in ref:
+    elif ref.startswith("(") and ref.endswith(")") and "\\" not in ref and ref.count("(") == 1:
         out.append(("left_right", "\\left" + ref[:-1] + "\\right)"))
     if re.fullmatch(r"-?\d+(,\s*-?\d+)+", ref) and not re.fullmatch(r"-?\d{1,3}(,\d{3})+", ref):
         items = [s.strip() for s in ref.split(",")]
