@@ -254,13 +254,17 @@
       for (const l of shown) {
         let d = "", open = false;
         const g = svg("g", {});
+        // A metric logged on a minority of steps (eval every N steps) is drawn as points joined across
+        // the steps without it; a mostly dense metric keeps its gaps (NaN, inf, missing) visible.
+        const present = l.ys.filter((y) => y !== null).length;
+        const sparse = present < l.ys.length / 2;
         l.ys.forEach((y, i) => {
-          if (y === null) { open = false; return; }
+          if (y === null) { if (!sparse) open = false; return; }
           const px = sx(l.xs[i]).toFixed(1), py = sy(y).toFixed(1);
           d += (open ? "L" : "M") + px + " " + py;
           const prev = i > 0 ? l.ys[i - 1] : null, next = i + 1 < l.ys.length ? l.ys[i + 1] : null;
-          if (prev === null && next === null) {
-            g.appendChild(svg("circle", { cx: px, cy: py, r: 2.2, fill: l.color }));
+          if (sparse || (prev === null && next === null)) {
+            g.appendChild(svg("circle", { cx: px, cy: py, r: 2.4, fill: l.color }));
           }
           open = true;
         });
