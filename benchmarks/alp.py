@@ -14,7 +14,8 @@ load on a shared machine hits all alike; with one torch thread (default) the cal
 is the work done, robust to other processes; the overhead column compares minima. The share of the
 perturbation itself is also measured directly: CPU time inside its forward and backward per update. Memory: each variant runs in a fresh subprocess and
 reports (a) bytes saved for backward in one update, counted exactly with saved_tensors_hooks, and (b) the
-peak RSS of that process (ru_maxrss: includes torch itself, the model and optimizer states).
+peak RSS growth during one update after a warm-up update (heap trimmed, VmHWM reset through
+/proc/self/clear_refs): activations, logits, gradients and transients, not torch or the weights.
 
 Model presets are defined here (agentrl owns the canonical ones): tiny ~1.5M params, small ~10M params,
 Qwen2-style configs built with AutoModelForCausalLM.from_config (nothing downloaded).
@@ -24,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -103,6 +104,9 @@ class _TimedAddNoise(perturb._AddNoise):
         return out
 
 
+_TIMED_APPLY = _TimedAddNoise.apply  # bound now, before any variant patches _AddNoise.apply
+
+
 def make_learner(model, variant: str) -> Learner:
     layers = "none" if variant == "none" else "all"
     cfg = get_preset("alp", perturb_layers=layers, lr=1e-5, sigma_init=1e-3, micro_batch_tokens=4096)
@@ -110,7 +114,7 @@ def make_learner(model, variant: str) -> Learner:
 
 
 def _set_variant(variant: str, original) -> None:
-    perturb._AddNoise.apply = {"naive": _naive_apply, "timed": _TimedAddNoise.apply}.get(variant, original)
+    perturb._AddNoise.apply = {"naive": _naive_apply, "timed": _TIMED_APPLY}.get(variant, original)
 
 
 def worker(preset: str, variant: str) -> dict:
@@ -130,12 +134,22 @@ def worker(preset: str, variant: str) -> dict:
             saved["bytes"] += seen[key]
         return t
 
+    # Peak RSS of the update itself: return freed heap to the OS, reset the high-water mark (Linux
+    # /proc/self/clear_refs "5"), run the update, read VmHWM back.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    rss0 = _proc_status_bytes("VmRSS")
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         learner.update(batch)
-    return {
-        "saved_bytes": saved["bytes"],
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    }
+    peak = _proc_status_bytes("VmHWM") - rss0
+    return {"saved_bytes": saved["bytes"], "peak_rss_bytes": peak}
+
+
+def _proc_status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def time_variants(preset: str, repeats: int):
@@ -201,7 +215,7 @@ def main() -> None:
         base_s, base_r = mem["none"]["saved_bytes"], mem["none"]["peak_rss_bytes"]
         print(
             f"{'variant':8s} {'cpu min s':>9s} {'cpu med s':>9s} {'time':>7s} {'wall med s':>10s} "
-            f"{'saved MiB':>9s} {'saved':>7s} {'RSS MiB':>8s} {'RSS':>7s}"
+            f"{'saved MiB':>9s} {'saved':>7s} {'peak MiB':>8s} {'peak':>7s}"
         )
         for v in VARIANTS:
             c = min(cpu[v])
