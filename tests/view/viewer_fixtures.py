@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import random
 import re
 import socket
@@ -21,8 +22,9 @@ from types import SimpleNamespace
 
 from agentrl.bridge import ChatBridge, EpisodeTokens
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# Debian's packages (chromium, chromium-driver); other systems point the environment variables elsewhere.
+CHROMIUM = Path(os.environ.get("AGENTRL_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("AGENTRL_CHROMEDRIVER", "/usr/bin/chromedriver"))
 
 HOSTILE = [
     "<script>alert(1)</script>",
