@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tools.client import SyncSandboxClient
-from tools.errors import SandboxHTTPError
+from tools.errors import SandboxHTTPError, SandboxOverloaded
 from tools.schema import RunCodeResponse
 
 
@@ -167,3 +167,18 @@ def test_token_required(token_sandbox) -> None:  # noqa: ANN001
     with SyncSandboxClient(url, token="wrong") as c, pytest.raises(SandboxHTTPError) as err:
         c.run_code("print(1)")
     assert err.value.status_code == 401
+
+
+def test_session_count_is_bounded(sandbox_url: str) -> None:
+    ids = [f"bound-{i}-{uuid.uuid4().hex}" for i in range(9)]
+    with SyncSandboxClient(sandbox_url, max_retries=0) as c:
+        try:
+            for sid in ids[:8]:
+                assert c.run_code("x = 1", session_id=sid).status == "Success"
+            with pytest.raises(SandboxOverloaded):
+                c.run_code("x = 1", session_id=ids[8])
+            assert c.health()["sessions"] == 8
+        finally:
+            for sid in ids:
+                c.delete_session(sid)
+        assert c.health()["sessions"] == 0

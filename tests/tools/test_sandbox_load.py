@@ -110,7 +110,7 @@ def test_soak_2000_sequential(sandbox: EmbeddedSandbox) -> None:
 
 
 def test_crashed_worker_is_restarted_and_session_replayed() -> None:
-    with EmbeddedSandbox(workers=1, preload="math", uid_base=1_600_000_000) as s:
+    with EmbeddedSandbox(workers=1, preload="math", uid_base=1_600_000_000, session_idle_timeout=2) as s:
         assert s.process is not None
         with SyncSandboxClient(s.url) as client:
             sid = f"crash-{uuid.uuid4().hex}"
@@ -125,3 +125,8 @@ def test_crashed_worker_is_restarted_and_session_replayed() -> None:
             r = client.run_code("print(total)", session_id=sid)
             assert r.run_result is not None and r.run_result.stdout == "42\n", r
             assert client.health()["status"] == "ok"
+            assert client.health()["sessions"] == 1
+            deadline = time.monotonic() + 10
+            while client.health()["sessions"] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert client.health()["sessions"] == 0  # closed after the idle timeout
