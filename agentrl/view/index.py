@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 STEP_FILE = re.compile(r"^step_(\d+)\.jsonl$")
 """Trajectory files are ``step_<zero-padded step>.jsonl``; the step is read from the name."""
@@ -162,18 +162,22 @@ class _StepFile:
         self.path, self.step = path, step
         self.entries: list[EpisodeEntry] = []
         self.scanned = 0  # bytes consumed so far (always at a line boundary)
+        self.mtime_ns = -1
         self.bad_lines = 0
 
     def refresh(self) -> None:
         try:
-            size = self.path.stat().st_size
+            st = self.path.stat()
         except FileNotFoundError:
             return
-        if size < self.scanned:  # rewritten from scratch: start over
-            self.entries, self.scanned, self.bad_lines = [], 0, 0
-        if size == self.scanned:
+        size = st.st_size
+        if size == self.scanned and st.st_mtime_ns == self.mtime_ns:
             return
+        self.mtime_ns = st.st_mtime_ns
         with open(self.path, "rb") as f:
+            if size < self.scanned or not self._unchanged(f):
+                # Rewritten, not appended to (a resumed run redoes its steps): index it from scratch.
+                self.entries, self.scanned, self.bad_lines = [], 0, 0
             f.seek(self.scanned)
             offset = self.scanned
             for raw in f:
@@ -188,6 +192,21 @@ class _StepFile:
                     self.entries.append(_entry(self.step, len(self.entries), offset, len(raw), fields))
                 offset += len(raw)
             self.scanned = offset
+
+    def _unchanged(self, f: BinaryIO) -> bool:
+        """Do the first and last indexed lines still sit where the index says, with the same fields?"""
+        for e in {id(x): x for x in (self.entries[:1] + self.entries[-1:])}.values():
+            f.seek(e.offset)
+            raw = f.read(e.length)
+            if len(raw) != e.length or not raw.endswith(b"\n"):
+                return False
+            try:
+                same = _entry(e.step, e.index, e.offset, e.length, scan_fields(raw.decode("utf-8"))) == e
+            except (ValueError, UnicodeDecodeError):
+                same = e.stop_reason == "unreadable"
+            if not same:
+                return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -283,7 +302,14 @@ class EpisodeIndex:
         with open(self._files[step].path, "rb") as f:
             f.seek(e.offset)
             raw = f.read(e.length)
-        return json.loads(raw.decode("utf-8"))
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise EpisodeNotFound(f"step {step} episode {index} is not readable JSON ({exc}); if the file was "
+                                  "just rewritten, reload the list") from exc
+        if not isinstance(data, dict):
+            raise EpisodeNotFound(f"step {step} episode {index} is not a JSON object")
+        return data
 
     def first(self, step: int, n: int) -> list[EpisodeEntry]:
         """The first ``n`` episodes of a step (for the self-contained export)."""

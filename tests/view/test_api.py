@@ -15,7 +15,7 @@ from viewer_fixtures import HOSTILE, HOSTILE_STEP, HUGE_LINE, LOGGED_STEPS, NUM_
 from agentrl.trajectory import TokenKind, read_jsonl
 from agentrl.view.app import create_app
 from agentrl.view.export import export, script_json
-from agentrl.view.index import EpisodeIndex, EpisodeQuery, scan_fields, scan_fields_plain
+from agentrl.view.index import EpisodeIndex, EpisodeNotFound, EpisodeQuery, scan_fields, scan_fields_plain
 from agentrl.view.metrics import panel_of, panels, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,6 +59,15 @@ def test_index_follows_a_growing_file_and_ignores_a_torn_line(tmp_path, run_dir)
     page = index.query(EpisodeQuery())
     assert page["total"] == 5 and page["items"][4]["stop_reason"] == "unreadable"
     assert index.read(3, 3) == json.loads(src[3])
+    with pytest.raises(EpisodeNotFound, match="not readable JSON"):
+        index.read(3, 4)
+    # a resumed run rewrites the step file (same name, other episodes, as long or longer): re-indexed
+    rewritten = [json.dumps({**json.loads(line), "task_id": f"redo-{i}", "env_id": "redo"}) + "\n"
+                 for i, line in enumerate(src[:6])]
+    path.write_text("".join(rewritten))
+    page = index.query(EpisodeQuery())
+    assert page["total"] == 6 and {e["env_id"] for e in page["items"]} == {"redo"}
+    assert index.read(3, 5)["task_id"] == "redo-5"
 
 
 # ---- metrics -------------------------------------------------------------------------------------
