@@ -93,12 +93,12 @@ class _BackgroundLoop:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         loop = self._ensure()
         try:
-            if asyncio.get_running_loop() is loop:
-                coro.close()
-                raise RuntimeError("synchronous env.step called from inside its own event loop; use astep")
-        except RuntimeError as e:
-            if "astep" in str(e):
-                raise
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            coro.close()
+            raise RuntimeError("synchronous env.step called from inside its own event loop; use astep")
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
 

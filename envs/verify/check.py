@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import re
 from dataclasses import dataclass
 
 from .extract import extract_answer, last_boxed
@@ -37,6 +38,14 @@ class Verdict:
 
     def __bool__(self) -> bool:
         return self.correct
+
+
+_COMMAND = re.compile(r"\\(?:text|mathrm|operatorname)\{[^{}]*\}|\\[a-zA-Z]+|_\{?\w+\}?")
+
+
+def _letters(s: str) -> set[str]:
+    """Variable letters of a normalised answer (LaTeX commands, text and subscripts removed)."""
+    return set(re.findall(r"[a-zA-Z]", _COMMAND.sub("", s)))
 
 
 def _reference_answer(reference: str) -> str:
@@ -98,6 +107,10 @@ def check(
         return Verdict(False, answer, f"checker failed: {e}")
     if result is None:
         return Verdict(False, answer, "could not parse")
+    if result and _letters(n_pred) != _letters(n_ref):
+        # math-verify reads trailing letters as units ("5ab" == "5"); a variable that only one side
+        # has cannot be equal.
+        return Verdict(False, answer, f"{name}: different variables")
     return Verdict(bool(result), answer, f"{name}: {'equal' if result else 'different'}")
 
 

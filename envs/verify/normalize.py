@@ -24,6 +24,16 @@ _FRAC_SHORT = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _SQRT_SHORT = re.compile(r"\\sqrt\s*(\d+|[a-zA-Z])(?![\w{])")
 
 
+_SHORT_UNITS = {"m", "cm", "mm", "km", "g", "kg", "mg", "l", "ml", "s", "h", "ft", "in", "yd", "mi", "lb", "oz"}
+
+
+def _is_unit_words(tail: str) -> bool:
+    """Unit or currency words after a number ("dollars", "km", "square feet"), not a product like
+    ``5 x`` or ``5 ab``: known short units, or words of three or more letters."""
+    words = tail.replace(".", " ").split()
+    return bool(words) and all(w.lower() in _SHORT_UNITS or len(w) >= 3 for w in words)
+
+
 def _strip_wrappers(s: str) -> str:
     changed = True
     while changed:
@@ -52,7 +62,7 @@ def normalize(answer: str) -> tuple[str, bool]:
     s = _TEXT_CMD.sub(lambda m: m.group(1), s).strip()
     s = s.rstrip(".").strip() if not _NUMBER.match(s) else s
     m = _UNIT_TAIL.match(s)
-    if m and not re.fullmatch(r"[a-zA-Z]", m.group(2).strip()):
+    if m and _is_unit_words(m.group(2)):
         # "18 dollars", "5.4 cents", "12 km": the number is the answer (a single letter is a variable).
         s = m.group(1)
     if _LHS.match(s):

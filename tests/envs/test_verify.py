@@ -74,6 +74,8 @@ def test_equivalent_forms(response, reference):
         ("\\boxed{\\{1, 2\\}}", "\\{1,2,3\\}"),
         ("\\boxed{}", "0"),
         ("I do not know", "7"),
+        ("\\boxed{5 ab}", "5"),
+        ("\\boxed{2x + 1}", "2y + 1"),
     ],
 )
 def test_wrong_answers(response, reference):
