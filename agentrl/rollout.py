@@ -34,6 +34,8 @@ from agentrl.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
+# Tool-call statuses that count as a successful call (the envs say "ok"; raw sandbox records "Finished").
+_TOOL_OK = frozenset({"ok", "Finished", "Success"})
 INFRA_STOP_REASONS = frozenset({"tool_error", "error", "timeout", "aborted"})
 # Observations longer than this many characters are tokenized in a worker thread, off the event loop.
 _OFFLOAD_CHARS = 4096
@@ -272,7 +274,7 @@ class RolloutManager:
         n = max(len(trajs), 1)
         reasons = Counter(t.stop_reason for t in trajs)
         calls = [c for t in trajs for c in t.tool_calls]
-        ok_calls = sum(1 for c in calls if c.get("status") in ("Finished", "Success"))
+        ok_calls = sum(1 for c in calls if c.get("status") in _TOOL_OK)
         sampled = sum(t.num_sampled for t in trajs) + sum(
             sum(1 for k in t.token_kinds if k == 3) for t in trajs)
         trainable = [t for t in trajs if not t.info.get("excluded")]

@@ -51,7 +51,7 @@ CHATML_TEMPLATE = (
 
 TOKENIZER_VOCAB_SIZE = 2048  # upper bound; the built-in corpus yields ~570 (digits are single tokens)
 CORPUS_SEED = 1234
-CORPUS_VERSION = 1  # bump when the corpus generator changes: it is part of the cache fingerprint
+CORPUS_VERSION = 2  # bump when the corpus generator changes: it is part of the cache fingerprint
 
 
 def tool_demo_messages(rng: random.Random) -> list[dict[str, str]]:
@@ -79,8 +79,21 @@ def builtin_corpus(n_lines: int = 3000, seed: int = CORPUS_SEED) -> list[str]:
         "therefore first second result value equation integer remainder divided by times plus minus "
         "how many what is if there are has more than less half twice of per every costs dollars"
     ).split()
+    instructions = [
+        "You can run Python: write code in a ```python block and its output comes back as "
+        '"Code execution result: ...". Give the final answer within \\boxed{}.',
+        "Solve the problem step by step. Put your final answer within \\boxed{}.",
+        "Your last message had neither a tool call nor a final answer. Continue.",
+        "When you know the answer, stop calling tools and put your final answer within \\boxed{}.",
+    ]
     lines: list[str] = []
     for i in range(n_lines):
+        if i % 7 == 6:
+            a, b, m = rng.randint(10, 9999), rng.randint(10, 9999), rng.randint(2, 99)
+            task = rng.choice([f"Compute {a} * {b}.", f"Compute {a} + {b}.", f"Compute {a} - {b}.",
+                               f"Compute ({a} * {b}) mod {m}."])
+            lines.append(f"{rng.choice(instructions)}\n{task}")
+            continue
         kind = i % 5
         a, b = rng.randint(0, 99999), rng.randint(1, 999)
         if kind == 0:
