@@ -10,7 +10,8 @@ Termination vs truncation (gymnasium's distinction, kept apart on purpose):
 - terminated: the episode reached its natural end, an answer (``\\boxed{}``), or a turn with neither a
   tool call nor an answer when ``void_turn="end"`` (SimpleTIR). ``stop_reason = "stop"``.
 - truncated: cut short from outside: ``max_turns`` reached (``"max_turns"``), or the tool's service
-  failed (``"tool_error"``, with ``info["tool_error"] = True``; keep such episodes out of the loss).
+  failed (``"tool_error"``, with ``info["tool_error"] = True``; keep such episodes out of the loss),
+  or a tool raised an unexpected exception (``"error"``, with ``info["error"]``; logged).
 
 ``info`` on every step: stop_reason, is_tool_call, is_answer, void_turn, tool_error, tool_calls (one
 record per call: name, status, execution_time, truncated), reward_breakdown, correct (None until
@@ -23,6 +24,7 @@ maybe your own ``Tool`` subclasses, maybe override ``score``. See docs/envs.md.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -37,6 +39,7 @@ from .tasks.base import Task, TaskSource
 from .tool import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_RUN_TIMEOUT, PythonTool, Tool, ToolOutput
 from .verify.extract import last_boxed
 
+logger = logging.getLogger(__name__)
 Message = dict[str, str]
 STOP_REASONS = ("stop", "max_turns", "tool_error", "error")
 BOXED_INSTRUCTION = "Put your final answer within \\boxed{}."
@@ -198,6 +201,10 @@ class TextEnv(gym.Env[tuple, str]):
                 info["tool_error"] = True
                 info["tool_error_message"] = str(e)[:500]
                 return await self._finish(info, "tool_error", None)
+            except Exception as e:  # noqa: BLE001 - a bug in a tool must not take a whole training run down
+                logger.exception("tool raised in %s; ending the episode with stop_reason 'error'", type(self).__name__)
+                info["error"] = f"{type(e).__name__}: {e}"[:500]
+                return await self._finish(info, "error", None)
             info["tool_calls"] = [out.record(name) for name, out in outputs]
             observation = tuple(self.tool_message(self._format(name, out)) for name, out in outputs)
             return StepResult(observation, 0.0, False, False, info)
@@ -224,7 +231,7 @@ class TextEnv(gym.Env[tuple, str]):
         info["answer"] = self.task.answer
         info["extracted_answer"] = answer
         reward = 0.0
-        if reason == "tool_error":
+        if reason in ("tool_error", "error"):
             info["reward_breakdown"] = {}
         else:
             reward, breakdown, details = await asyncio.to_thread(self.score, self.task, answer, action)
@@ -263,6 +270,8 @@ class ToolEnv(TextEnv):
         max_turns: int = 5,
         run_timeout: float = DEFAULT_RUN_TIMEOUT,
         max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS,
+        max_output_tokens: int | None = None,
+        tokenizer: Any = None,
         stateful: bool = False,
         observation_role: str = "tool",
         system_prompt: str | None = None,
@@ -270,7 +279,14 @@ class ToolEnv(TextEnv):
     ):
         super().__init__(tasks, max_turns=max_turns, system_prompt=system_prompt, **kwargs)
         if tools is None:
-            tools = [PythonTool(run_timeout=run_timeout, max_output_chars=max_output_chars)]
+            tools = [
+                PythonTool(
+                    run_timeout=run_timeout,
+                    max_output_chars=max_output_chars,
+                    max_output_tokens=max_output_tokens,
+                    tokenizer=tokenizer,
+                )
+            ]
         self.tools: dict[str, Tool] = {t.name: t for t in tools}
         if len(self.tools) != len(tools):
             raise ValueError("tool names must be unique")

@@ -49,6 +49,18 @@ def truncate_text(text: str, max_chars: int | None) -> tuple[str, bool]:
     return f"{text[:head]}\n... ({cut} characters truncated) ...\n{text[len(text) - tail:] if tail else ''}", True
 
 
+def truncate_tokens(text: str, tokenizer: Any, max_tokens: int) -> tuple[str, bool]:
+    """Keep the first ``max_tokens`` tokens of ``text`` (SimpleTIR truncates tool output to 256 tokens).
+    ``tokenizer``: an HF tokenizer or anything with ``encode(text)`` and ``decode(ids)``."""
+    try:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+    except TypeError:
+        ids = tokenizer.encode(text)
+    if len(ids) <= max_tokens:
+        return text, False
+    return f"{tokenizer.decode(ids[:max_tokens])}\n... ({len(ids) - max_tokens} tokens truncated)", True
+
+
 class Tool:
     """Base class for a tool. Subclasses set the class attributes and implement ``run``."""
 
@@ -83,10 +95,19 @@ class PythonTool(Tool):
     }
 
     def __init__(
-        self, *, run_timeout: float = DEFAULT_RUN_TIMEOUT, max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS
+        self,
+        *,
+        run_timeout: float = DEFAULT_RUN_TIMEOUT,
+        max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS,
+        max_output_tokens: int | None = None,
+        tokenizer: Any = None,
     ):
+        if max_output_tokens is not None and tokenizer is None:
+            raise ValueError("max_output_tokens needs a tokenizer (anything with encode/decode)")
         self.run_timeout = run_timeout
         self.max_output_chars = max_output_chars
+        self.max_output_tokens = max_output_tokens
+        self.tokenizer = tokenizer
 
     async def run(self, arguments: Mapping[str, Any], env: TextEnv) -> ToolOutput:
         client = env.sandbox_client()  # type: ignore[attr-defined]
@@ -116,6 +137,9 @@ class PythonTool(Tool):
         if not text.strip():
             text = "(no output; use print() to show values)"
         text, cut = truncate_text(text, self.max_output_chars)
+        if self.max_output_tokens is not None:
+            text, cut_tokens = truncate_tokens(text, self.tokenizer, self.max_output_tokens)
+            cut = cut or cut_tokens
         return ToolOutput(
             text=text,
             status=status,

@@ -165,3 +165,43 @@ def test_gymnasium_make_registered_ids():
     obs, _ = env.reset(seed=0)
     assert obs[-1]["content"].startswith("Compute")
     env.close()
+
+
+class Buggy(Tool):
+    name = "buggy"
+    parameters = {"type": "object", "properties": {}, "required": []}
+
+    async def run(self, arguments, env):
+        raise RuntimeError("bug in the tool")
+
+
+def test_tool_bug_ends_episode_with_error_not_crash():
+    env = ToolEnv(TASKS, tools=[Buggy()], parser="tool_call", max_turns=3)
+    env.reset(seed=0)
+    r = env.step('<tool_call>{"name": "buggy", "arguments": {}}</tool_call>')
+    assert r.truncated and not r.terminated and r.info["stop_reason"] == "error"
+    assert "bug in the tool" in r.info["error"] and r.info["correct"] is None
+
+
+class CharTokenizer:
+    def encode(self, text, add_special_tokens=False):
+        return [ord(c) for c in text]
+
+    def decode(self, ids):
+        return "".join(chr(i) for i in ids)
+
+
+class FakeResponse:
+    status, message, truncated = "Success", "", False
+
+    class run_result:  # noqa: N801 - mimics tools.schema.RunCodeResponse
+        status, execution_time, return_code, stdout, stderr = "Finished", 0.01, 0, "y" * 100, ""
+
+
+def test_tool_output_token_truncation():
+    from envs.tool import PythonTool
+
+    out = PythonTool(max_output_tokens=10, tokenizer=CharTokenizer()).from_response(FakeResponse())
+    assert out.truncated and out.text.startswith("y" * 10 + "\n... (90 tokens truncated)")
+    with pytest.raises(ValueError, match="tokenizer"):
+        PythonTool(max_output_tokens=10)
