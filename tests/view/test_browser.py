@@ -267,3 +267,25 @@ def test_ten_thousand_episodes_stay_responsive(browser, big_run):
         open_episode(browser, first["step"], first["index"])
         assert browser.execute_script("return document.querySelectorAll('#episode-table tbody tr').length") == 50
         assert console_errors(browser) == []
+
+
+def test_refresh_picks_up_a_run_still_training(browser, run_dir, tmp_path):
+    import shutil
+
+    from viewer_fixtures import LiveServer
+
+    live = tmp_path / "live"
+    shutil.copytree(run_dir, live, ignore=shutil.ignore_patterns("step_000045.jsonl"))
+    with LiveServer([live]) as server:
+        open_page(browser, server.url)
+        assert page_info(browser) == "1–50 of 60"
+        panels_before = browser.execute_script("return document.querySelectorAll('.panel').length")
+        shutil.copy(live / "trajectories" / "step_000040.jsonl", live / "trajectories" / "step_000050.jsonl")
+        with open(live / "metrics.jsonl", "a") as f:
+            f.write("\n" + json.dumps({"step": 50, "time": 150.0, "rollout/reward_mean": 0.9, "new/metric": 1.0}) + "\n")
+        browser.find_element("id", "refresh").click()
+        wait_for(browser, "document.getElementById('page-info').textContent === '1–50 of 72'", "the new step")
+        assert "50" in [o.get_attribute("value") for o in
+                        browser.find_elements("css selector", '#filters [name="step"] option')]
+        wait_for(browser, f"document.querySelectorAll('.panel').length === {panels_before + 1}", "the new panel")
+        assert console_errors(browser) == []

@@ -589,6 +589,21 @@
     container.onmouseleave = hideTip;
   }
 
+  // A live run keeps writing: refresh re-reads the logged steps, the curves and the current page.
+  async function refresh() {
+    try {
+      const runs = await api("runs");
+      runs.forEach((r, i) => { if (state.runs[i]) state.runs[i].steps = r.steps; });
+      const keep = form.elements.step.value;
+      fillSteps();
+      form.elements.step.value = keep;
+      renderCurves(await api("metrics"));
+      await loadList();
+    } catch (e) {
+      setStatus(String(e.message || e), true);
+    }
+  }
+
   // ---- start -------------------------------------------------------------------------------------
   async function start() {
     try {
@@ -618,6 +633,11 @@
       renderCurves(metrics);
       await loadList();
       if (DATA) setStatus("exported snapshot: " + DATA.note);
+      else {
+        const button = document.getElementById("refresh");
+        button.hidden = false;
+        button.addEventListener("click", refresh);
+      }
       if (link.has("step") && link.has("episode")) {
         const row = document.querySelector('#episode-table tr[data-step="' + Number(link.get("step")) +
           '"][data-index="' + Number(link.get("episode")) + '"]');
