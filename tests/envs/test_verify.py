@@ -110,7 +110,7 @@ def test_hard_timeout_and_crash_recovery():
     try:
         t = time.perf_counter()
         v = check("\\boxed{9^{9^{9^{9^{9}}}}}", "9^{9^{9^{9^{8}}}}", timeout=1.0, pool=pool)
-        assert not v.correct and (time.perf_counter() - t) < 30
+        assert not v.correct and v.reason == "timed out" and (time.perf_counter() - t) < 30
         # The pool replaced the killed worker and still answers.
         assert check("\\boxed{\\sqrt{8}}", "2\\sqrt{2}", pool=pool).correct
     finally:
