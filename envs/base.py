@@ -33,7 +33,7 @@ import gymnasium as gym
 
 from .errors import ToolUnavailable
 from .parsers import ParseResult, make_parser
-from .sandbox import infrastructure_errors, resolve_sandbox_url, run_sync, shared_client
+from .sandbox import background_loop, infrastructure_errors, resolve_sandbox_url, run_sync, shared_client
 from .spaces import Messages, UnicodeText
 from .tasks.base import Task, TaskSource
 from .tool import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_RUN_TIMEOUT, PythonTool, Tool, ToolOutput
@@ -311,6 +311,9 @@ class ToolEnv(TextEnv):
     def sandbox_client(self) -> Any:
         """The async client for the running loop: the one passed in, else the shared one for the URL."""
         if self._sandbox is not None and not isinstance(self._sandbox, str):
+            if asyncio.get_running_loop() is background_loop.loop:
+                # Synchronous step: the passed client belongs to the caller's loop; use a twin here.
+                return shared_client(self._sandbox.url)
             return self._sandbox
         if self._sandbox_url is None:
             self._sandbox_url = resolve_sandbox_url(None)

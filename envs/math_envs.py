@@ -11,11 +11,12 @@ a TaskSource, or a list of tasks.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .base import BOXED_INSTRUCTION, TextEnv, ToolEnv
-from .tasks import FieldMap, Task, TaskSource, load_tasks
+from .tasks import BUNDLED, FieldMap, Task, TaskSource, load_tasks
 
 MATH_SYSTEM_PROMPT = "Solve the math problem step by step. " + BOXED_INSTRUCTION
 PYTHON_MATH_SYSTEM_PROMPT = (
@@ -32,8 +33,16 @@ def resolve_tasks(
     limit: int | None = None,
 ) -> Any:
     if isinstance(dataset, str):
+        if dataset in BUNDLED and fields is None:
+            return _bundled(dataset, limit)
         return load_tasks(dataset, fields=fields, limit=limit)
     return dataset
+
+
+@functools.lru_cache(maxsize=8)
+def _bundled(name: str, limit: int | None) -> Any:
+    # Many env instances (one per concurrent episode) share one immutable TaskList.
+    return load_tasks(name, limit=limit)
 
 
 class MathEnv(TextEnv):

@@ -86,3 +86,12 @@ def test_check_env_with_a_live_sandbox(sandbox, env_id):
     from gymnasium.utils.env_checker import check_env
 
     check_env(envs.make(env_id), skip_render_check=True)
+
+
+async def test_passed_client_also_works_for_sync_step(sandbox_client):
+    import asyncio
+
+    env = envs.make("agentrl/Arithmetic-v0", sandbox=sandbox_client)
+    env.reset(seed=0)
+    r = await asyncio.to_thread(env.step, "```python\nprint(3 * 3)\n```")
+    assert r.observation[0]["content"] == "Code execution result: 9\n"
