@@ -78,3 +78,22 @@ def test_task_from_value():
     assert Task.from_value({"question": "q", "answer": 3}).answer == "3"
     with pytest.raises(TypeError):
         Task.from_value({"q": 1})
+
+
+def test_hf_loader_with_a_stand_in_datasets_module(monkeypatch):
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("datasets")
+
+    def load_dataset(name, config, split):
+        calls.append((name, config, split))
+        return [{"question": "2+2?", "answer": "work\n#### 4"}, {"question": "3+3?", "answer": "#### 6"}]
+
+    fake.load_dataset = load_dataset
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    from envs.tasks import load_hf_tasks
+
+    tasks = load_hf_tasks("openai/gsm8k", config="main", split="test", fields="gsm8k", limit=1)
+    assert calls == [("openai/gsm8k", "main", "test")] and [t.answer for t in tasks] == ["4"]

@@ -49,3 +49,11 @@ async def test_tiny_policy_runs_episodes(tiny_policy: TinyModelPolicy):
 def test_scripted_policy_validation():
     with pytest.raises(ValueError):
         ScriptedPolicy([])
+
+
+async def test_episode_runner_fixture_with_an_env_instance(episode_runner):
+    import envs
+
+    env = envs.make("agentrl/Math-v0", dataset="gsm8k")
+    records = await episode_runner(env, ["\\boxed{1}"], 3, seed=10)
+    assert [r.seed for r in records] == [10, 11, 12] and all(r.turns == 1 for r in records)
