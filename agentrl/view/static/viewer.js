@@ -150,6 +150,16 @@
   }
 
   // ---- curves ------------------------------------------------------------------------------------
+  // Tick labels carry as many decimals as the tick spacing needs (0.99995 / 1.00000 / 1.00005, not 1 / 1).
+  function fmtTick(v, ticks) {
+    if (v === 0) return "0";
+    const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : Math.abs(v) || 1;
+    const big = Math.max(...ticks.map(Math.abs));
+    if (big >= 1e5 || (big > 0 && big < 1e-3) || step < 1e-6) return v.toExponential(Math.max(0, Math.min(6,
+      Math.ceil(Math.log10(big / step))))).replace("e+", "e");
+    const decimals = Math.max(0, Math.min(8, -Math.floor(Math.log10(step) + 1e-9)));
+    return v.toFixed(decimals);
+  }
   function niceTicks(lo, hi, n) {
     const span = hi - lo;
     const raw = span / Math.max(n, 1);
@@ -241,9 +251,10 @@
       const sx = (x) => L + (x - x0) / (x1 - x0) * (W - L - R);
       const sy = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
       const axis = svg("g", { class: "axis" });
-      for (const t of niceTicks(y0, y1, 4)) {
+      const yTicks = niceTicks(y0, y1, 4);
+      for (const t of yTicks) {
         axis.appendChild(svg("line", { class: "grid", x1: L, x2: W - R, y1: sy(t), y2: sy(t) }));
-        axis.appendChild(svg("text", { x: L - 4, y: sy(t) + 3, "text-anchor": "end", text: fmt(t) }));
+        axis.appendChild(svg("text", { x: L - 4, y: sy(t) + 3, "text-anchor": "end", text: fmtTick(t, yTicks) }));
       }
       for (const t of niceTicks(x0, x1, 6)) {
         if (!Number.isInteger(t)) continue;
