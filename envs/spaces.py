@@ -15,7 +15,7 @@ from gymnasium import spaces
 DEFAULT_MAX_TEXT_LENGTH = 1_000_000
 """Characters; far above any sane turn, it only guards against runaway inputs."""
 
-ROLES = ("system", "user", "assistant", "tool")
+ROLES = ("system", "developer", "user", "assistant", "tool", "ipython", "function")
 
 # What ``sample`` draws from: ASCII, accented Latin, CJK, an emoji and some math. No backticks or
 # braces, so a random action is always a "void turn" (neither a tool call nor an answer).
