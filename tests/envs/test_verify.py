@@ -159,3 +159,15 @@ def test_better_than_math_verify_alone_on_its_misreads(pairs):
             assert ours == equivalent and alone != equivalent, (reference, response, alone)
     finally:
         pool.close()
+
+
+def test_safe_grammar_fallback():
+    from envs.verify.safe_parse import ParseError, parse_math
+
+    assert str(parse_math("2\\sqrt{3}") ** 2) == "12"
+    for hostile in ["__import__('os')", "().__class__", "x; import os", "9^{99999}", "(" * 100 + "1" + ")" * 100]:
+        with pytest.raises(ParseError):
+            parse_math(hostile)
+    assert check("\\boxed{\\sqrt{12}}", "2\\sqrt{3}", backend="sympy").correct
+    assert not check("\\boxed{\\sqrt{13}}", "2\\sqrt{3}", backend="sympy").correct
+    assert not check("\\boxed{\\sqrt{12}}", "2\\sqrt{3}", backend="none").correct
