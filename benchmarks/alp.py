@@ -14,8 +14,9 @@ load on a shared machine hits all alike; with one torch thread (default) the cal
 is the work done, robust to other processes; the overhead column compares minima. The share of the
 perturbation itself is also measured directly: CPU time inside its forward and backward per update. Memory: each variant runs in a fresh subprocess and
 reports (a) bytes saved for backward in one update, counted exactly with saved_tensors_hooks, and (b) the
-peak RSS growth during one update after a warm-up update (heap trimmed, VmHWM reset through
-/proc/self/clear_refs): activations, logits, gradients and transients, not torch or the weights.
+peak RSS growth during one update after a warm-up update (glibc mmap threshold fixed at 128 KiB so
+freed buffers leave RSS, heap trimmed, VmHWM reset through /proc/self/clear_refs): activations, logits,
+gradients and transients, not torch or the weights.
 
 Model presets are defined here (agentrl owns the canonical ones): tiny ~1.5M params, small ~10M params,
 Qwen2-style configs built with AutoModelForCausalLM.from_config (nothing downloaded).
@@ -27,6 +28,7 @@ import argparse
 import copy
 import ctypes
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -209,6 +211,9 @@ def main() -> None:
                 capture_output=True,
                 text=True,
                 check=True,
+                # a fixed mmap threshold: every tensor buffer over 128 KiB is mapped on allocation and
+                # unmapped on free, so RSS follows live memory and VmHWM is the update's real peak
+                env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"},
             )
             mem[v] = json.loads(out.stdout.strip().splitlines()[-1])
         base_c = min(cpu["none"])
