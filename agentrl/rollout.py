@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,12 +64,17 @@ class RolloutConfig:
     top_k: int = 0
     seed: int = 0
     """Base seed: episode (group g, sample i, turn k) samples with a seed derived from it."""
+    max_staleness: int = 0
+    """Off-policy mode (k > 0): generation continues while the learner trains, and a trajectory is admitted
+    only if its oldest sampled token's policy version >= current - k. 0 = synchronous (the default)."""
 
     def __post_init__(self) -> None:
         for name in ("n_samples", "max_turns", "max_new_tokens", "max_context_tokens", "tool_output_tokens",
                      "concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"rollout.{name}={getattr(self, name)} must be >= 1")
+        if self.max_staleness < 0:
+            raise ValueError(f"rollout.max_staleness={self.max_staleness} must be >= 0 (0 = synchronous)")
         if self.episode_timeout_s <= 0:
             raise ValueError(f"rollout.episode_timeout_s={self.episode_timeout_s} must be > 0")
         if self.max_new_tokens >= self.max_context_tokens:
@@ -124,8 +129,59 @@ class RolloutManager:
         jobs = [bounded(g, i) for g in range(len(task_seeds)) for i in range(cfg.n_samples)]
         trajectories = list(await asyncio.gather(*jobs))
         wall = time.perf_counter() - start
-        return RolloutBatch(trajectories, self._metrics(trajectories, wall, clock,
-                                                        self.bridge.drift_count - drift_before))
+        return RolloutBatch(trajectories, self.summarize(trajectories, wall, clock,
+                                                         drift=self.bridge.drift_count - drift_before))
+
+    async def stream(self, task_seeds: Iterable[int], *,
+                     reset_options: dict[str, Any] | None = None) -> AsyncIterator[RolloutBatch]:
+        """Off-policy mode: keep episodes in flight and yield each finished group as soon as it is done.
+
+        Groups are started from ``task_seeds`` in order (group ids 0, 1, 2, ...) while at most
+        ``concurrency`` episodes run; generation goes on while the consumer trains, so a group may hold
+        tokens of several policy versions (see :func:`admit`). Closing the generator cancels what is in
+        flight.
+        """
+        cfg = self.config
+        semaphore = asyncio.Semaphore(cfg.concurrency)
+        max_groups = max(1, -(-cfg.concurrency // cfg.n_samples))  # enough groups to fill the bound
+        seeds = iter(task_seeds)
+        in_flight: set[asyncio.Task] = set()
+        next_group = 0
+
+        async def group(group_id: int, seed: int) -> RolloutBatch:
+            clock = _Clock()
+            start = time.perf_counter()
+
+            async def one(sample: int) -> Trajectory:
+                async with semaphore:
+                    return await self.run_episode(seed, group_id=group_id, sample_id=sample,
+                                                  reset_options=reset_options, clock=clock)
+
+            trajs = list(await asyncio.gather(*(one(i) for i in range(cfg.n_samples))))
+            return RolloutBatch(trajs, self.summarize(trajs, time.perf_counter() - start, clock))
+
+        def refill() -> None:
+            nonlocal next_group
+            while len(in_flight) < max_groups:
+                seed = next(seeds, None)
+                if seed is None:
+                    return
+                in_flight.add(asyncio.create_task(group(next_group, seed)))
+                next_group += 1
+
+        try:
+            refill()
+            while in_flight:
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=lambda t: t.result().trajectories[0].group_id):
+                    in_flight.discard(task)
+                    yield task.result()
+                refill()
+        finally:
+            for task in in_flight:
+                task.cancel()
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
 
     # -- one episode -----------------------------------------------------------------------------
     async def run_episode(self, task_seed: int, *, group_id: int = 0, sample_id: int = 0,
@@ -270,7 +326,11 @@ class RolloutManager:
             log.debug("env close failed", exc_info=True)
 
     # -- metrics ---------------------------------------------------------------------------------
-    def _metrics(self, trajs: list[Trajectory], wall: float, clock: _Clock, drift: int) -> dict[str, float]:
+    @staticmethod
+    def summarize(trajs: list[Trajectory], wall: float, clock: _Clock | None = None, *,
+                  drift: int = 0) -> dict[str, float]:
+        """Rollout metrics of a set of trajectories (``rollout/*`` and ``perf/*``)."""
+        clock = clock or _Clock()
         n = max(len(trajs), 1)
         reasons = Counter(t.stop_reason for t in trajs)
         calls = [c for t in trajs for c in t.tool_calls]

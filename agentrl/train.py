@@ -24,6 +24,7 @@ import math
 import random
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +199,7 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
     from agentrl.eval import evaluate
     from agentrl.inference.hf import HFBackend
     from agentrl.plots import plot_metrics
-    from agentrl.rollout import RolloutManager
+    from agentrl.rollout import RolloutManager, admit
     from agentrl.runtime import load_model, make_env_factory, sandbox_for
     from agentrl.sft import make_demonstrations, sft
     from alp.learner import Learner
@@ -280,7 +281,7 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
         bar = tqdm(range(start_step, config.run.steps), initial=start_step, total=config.run.steps, desc="rl",
                    disable=not config.run.progress)
         step = start_step - 1
-        last_saved = start_step - 1
+        last_saved = last_logged = start_step - 1
 
         def checkpoint_now(at: int) -> None:
             nonlocal last_saved
@@ -291,23 +292,49 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
                             keep_last=config.run.keep_last)
             last_saved = at
 
+        off_policy = config.rollout.max_staleness > 0
+        stream = manager.stream(s for st in range(start_step, 1 << 30) for s in _task_seeds(config, st)) \
+            if off_policy else None
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentrl-learner")
+        update: Future | None = None
+        pending: tuple[int, dict[str, float]] | None = None
+
+        async def collect(step: int) -> tuple[list[Any], dict[str, float]]:
+            if stream is None:
+                batch = await manager.run(_task_seeds(config, step))
+                return batch.trajectories, dict(batch.metrics)
+            # Off-policy: take finished groups while generation goes on; drop tokens that are too stale.
+            t0, kept, stale = time.perf_counter(), [], 0
+            while len({t.group_id for t in kept}) < config.run.tasks_per_step:
+                group = await stream.__anext__()
+                admitted, rejected = admit(group.trajectories, backend.version, config.rollout.max_staleness)
+                kept += admitted
+                stale += len(rejected)
+            metrics = manager.summarize(kept, time.perf_counter() - t0)
+            metrics["rollout/stale_rejected"] = float(stale)
+            return kept, metrics
+
         try:
             for step in bar:
                 t0 = time.perf_counter()
-                batch = await manager.run(_task_seeds(config, step))
-                train_batch = to_train_batch(batch.trajectories, config.rollout)
-                metrics = dict(batch.metrics)
+                trajectories, metrics = await collect(step)
+                train_batch = to_train_batch(trajectories, config.rollout)
                 if train_batch is not None:
-                    metrics.update(learner.update(train_batch))
+                    # In a worker thread, so off-policy generation keeps running on the event loop meanwhile.
+                    update = executor.submit(learner.update, train_batch)
+                    metrics.update(await asyncio.wrap_future(update))
+                    update = None
                 else:
                     log.warning("step %d: no trainable trajectory (all excluded); skipping the update", step)
-                backend.update_weights({k: v.detach() for k, v in model.state_dict().items()})
+                pending = (step, metrics)  # the learner took this step; it must be logged before any save
+                await backend.aupdate_weights({k: v.detach().clone() for k, v in model.state_dict().items()})
                 metrics["perf/step_s"] = time.perf_counter() - t0
                 metrics["time"] = time.perf_counter() - started
                 if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < config.run.steps:
                     metrics.update(await run_eval(backend, f"step_{step}"))
                 loggers.log(step, metrics)
-                _write_trajectories(run_dir, step, batch.trajectories, tokenizer, config.run.log_trajectories)
+                last_logged, pending = step, None
+                _write_trajectories(run_dir, step, trajectories, tokenizer, config.run.log_trajectories)
                 bar.set_postfix({
                     "reward": f"{metrics.get('rollout/reward_mean', 0):.2f}",
                     "acc": f"{metrics.get('rollout/accuracy', 0):.2f}",
@@ -319,10 +346,20 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
                     checkpoint_now(step)
         except asyncio.CancelledError:  # Ctrl-C: keep every completed step, then stop
             bar.close()
-            checkpoint_now(step if step >= start_step else start_step - 1)
+            if update is not None:  # an update in flight finishes first: never save half a step
+                metrics.update(update.result())
+                pending = (step, metrics)
+            if pending is not None:  # the learner took a step the log has not seen yet
+                loggers.log(*pending)
+                last_logged = pending[0]
+            checkpoint_now(last_logged)
             loggers.close()
             await backend.aclose()
             raise KeyboardInterrupt from None
+        finally:
+            executor.shutdown(wait=True)
+            if stream is not None:
+                await stream.aclose()
         bar.close()
         checkpoint_now(config.run.steps - 1)
 

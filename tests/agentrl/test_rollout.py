@@ -277,3 +277,38 @@ def test_config_errors():
         RolloutConfig(n_samples=0)
     with pytest.raises(ValueError, match="top_p"):
         RolloutConfig(top_p=0.0)
+
+
+async def test_stream_keeps_generating_while_the_consumer_updates(tiny_tokenizer):
+    """Off-policy mode: groups arrive as they finish; weights change mid-stream; staleness admits."""
+    tok = tiny_tokenizer
+    backend = ScriptedBackend(tok, solver(tok), latency_s=0.01)
+    manager = RolloutManager(backend, tok, lambda: CalcEnv(tool_delay=0.02),
+                             RolloutConfig(n_samples=2, concurrency=4, max_staleness=1))
+    seen, versions_seen, trajs = [], set(), []
+    stream = manager.stream(range(6))
+    async for group in stream:
+        seen.append(group.trajectories[0].group_id)
+        trajs.extend(group.trajectories)
+        assert len(group.trajectories) == 2 and len({t.group_id for t in group.trajectories}) == 1
+        for t in group.trajectories:
+            versions_seen.update(v for v in t.policy_version if v >= 0)
+        backend.update_weights({})  # a learner step between groups; in-flight episodes continue
+    assert sorted(seen) == list(range(6))
+    assert len(versions_seen) > 1  # episodes straddled updates: tokens from several versions
+    admitted, rejected = admit(trajs, current_version=backend.version, max_staleness=1)
+    assert len(admitted) + len(rejected) == len(trajs) and rejected  # the early groups are too old now
+    for t in admitted:
+        assert min(v for v, m in zip(t.policy_version, t.loss_mask, strict=True) if m) >= backend.version - 1
+
+
+async def test_stream_close_cancels_in_flight(tiny_tokenizer):
+    tok = tiny_tokenizer
+    manager = RolloutManager(ScriptedBackend(tok, solver(tok), latency_s=0.05), tok, lambda: CalcEnv(),
+                             RolloutConfig(n_samples=2, concurrency=8))
+    before = len(asyncio.all_tasks())
+    stream = manager.stream(range(100))
+    first = await stream.__anext__()
+    await stream.aclose()
+    await asyncio.sleep(0.05)
+    assert first.trajectories and len(asyncio.all_tasks()) == before
