@@ -70,7 +70,11 @@ class _Sums:
 
 
 class Learner:
-    """Trains `model` (an HF causal LM) on TrainBatches with ALP or one of the baselines (config.preset)."""
+    """Trains `model` (an HF causal LM) on TrainBatches with ALP or a baseline, as `config` says.
+
+    Owns the AdamW optimizer (param groups "policy" and "sigma") and the LayerPerturbation (`.perturbation`,
+    not a submodule of the model, so model checkpoints stay plain HF). `.step` counts optimizer steps.
+    """
 
     def __init__(
         self,
