@@ -36,8 +36,10 @@ class ChildPlan:
     limits: rlimits.Limits
     landlock_abi: int
     read_paths: tuple[str, ...]
-    seccomp_program: bytes | None
+    seccomp_filter: seccomp.PreparedFilter | None
     interpreter_bin: str
+    landlock_ruleset: int | None
+    """A ruleset fd the zygote built once (write beneath its work-dir parent); None = build our own."""
     oneshot: bool
     kill_own_tree: bool
     """After a session cell, kill(-1) the uid's leftovers (only when the uid is unique to this child)."""
@@ -48,16 +50,19 @@ def isolate(sock_fd: int, plan: ChildPlan) -> None:
     signal.set_wakeup_fd(-1)  # the zygote's SIGCHLD wake-up pipe is not ours
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
-    os.closerange(3, sock_fd)
-    os.closerange(sock_fd + 1, 65536)
+    keep = sorted(fd for fd in (sock_fd, plan.landlock_ruleset) if fd is not None)
+    low = 3
+    for fd in keep:
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 65536)
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
     os.chdir(plan.workdir)
     rlimits.apply(plan.limits)
-    if os.getuid() == 0:
-        privileges.drop_bounding_set()
+    if os.getuid() == 0:  # the zygote already emptied the bounding set (it is inherited)
         if plan.uid is not None:
             privileges.become(plan.uid, plan.uid)
         else:
@@ -85,10 +90,13 @@ def isolate(sock_fd: int, plan: ChildPlan) -> None:
     from tools.isolation import syscalls
 
     syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-    if plan.landlock_abi:
+    if plan.landlock_ruleset is not None:
+        landlock.enforce(plan.landlock_ruleset)
+        os.close(plan.landlock_ruleset)
+    elif plan.landlock_abi:
         landlock.restrict(plan.read_paths, [plan.workdir], plan.landlock_abi)
-    if plan.seccomp_program is not None:
-        seccomp.install(plan.seccomp_program)
+    if plan.seccomp_filter is not None:
+        seccomp.install(plan.seccomp_filter)
 
 
 def serve(sock: socket.socket, plan: ChildPlan) -> None:

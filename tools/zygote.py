@@ -106,7 +106,9 @@ class Zygote:
         self.mount_errors = mount_errors
         self.root = os.getuid() == 0 and not ns.user
         self.landlock_abi = landlock.abi_version() if config.use_landlock else 0
-        self.seccomp_program = seccomp.compile_program() if config.use_seccomp and seccomp.supported() else None
+        self.seccomp_filter = (
+            seccomp.PreparedFilter(seccomp.compile_program()) if config.use_seccomp and seccomp.supported() else None
+        )
         self.read_paths = tuple(
             p for p in (*landlock.SYSTEM_READ_PATHS, *landlock.interpreter_paths()) if os.path.exists(p)
         )
@@ -117,8 +119,13 @@ class Zygote:
         self.unique_uids = self.root and config.use_uids  # as root each child gets its own uid
         self.base = "/tmp" if private_tmp else tempfile.mkdtemp(prefix="agentrl-sandbox-")
         """Parent of the work dirs: our private tmpfs, or a private directory of the host's /tmp."""
-        if not private_tmp:
-            os.chmod(self.base, 0o711)
+        # Children may not create anything in the base itself, only in their own 0700 work dir.
+        os.chmod(self.base, 0o711)
+        self.landlock_ruleset: int | None = None
+        if self.landlock_abi and self.unique_uids:
+            # One ruleset for all children: write beneath the base, where each work dir is 0700 and owned
+            # by its own uid, so the uid keeps children out of each other's dirs. Saves ~1 ms per child.
+            self.landlock_ruleset = landlock.create_ruleset(self.read_paths, [self.base], self.landlock_abi)
         self.exiting: set[int] = set()
         """Children that answered and are exiting; reaped while we wait for the next request."""
         self.deferred: list[Callable[[], None]] = []
@@ -139,7 +146,8 @@ class Zygote:
             limits=limits,
             landlock_abi=self.landlock_abi,
             read_paths=self.read_paths,
-            seccomp_program=self.seccomp_program,
+            seccomp_filter=self.seccomp_filter,
+            landlock_ruleset=self.landlock_ruleset,
             interpreter_bin=self.interpreter_bin,
             oneshot=oneshot,
             kill_own_tree=self.unique_uids,
@@ -420,7 +428,10 @@ class Zygote:
         self._ensure_spare()
         child, self.spare = self.spare, None
         assert child is not None
-        result = self._run_cell(child, PROBE_CODE, b"", PROBE_TIMEOUT, capture=True)
+        project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        hidden = project if not any(project.startswith(p) for p in self.read_paths) else ""
+        code = f"HIDDEN = {hidden!r}\n" + PROBE_CODE
+        result = self._run_cell(child, code, b"", PROBE_TIMEOUT, capture=True)
         child.sock.close()
         self._reap(child.pid)
         shutil.rmtree(child.workdir, ignore_errors=True)
@@ -433,7 +444,7 @@ class Zygote:
             "mount_namespace": self.ns.mount and not self.mount_errors and bool(found.get("private_tmp")),
             "pid_namespace": self.ns.pid and bool(found.get("pid_namespace")),
             "unprivileged_uid": bool(found.get("unprivileged_uid")),
-            "seccomp": self.seccomp_program is not None and bool(found.get("seccomp")),
+            "seccomp": self.seccomp_filter is not None and bool(found.get("seccomp")),
             "landlock": self.landlock_abi > 0 and bool(found.get("landlock")),
             "rlimits": bool(found.get("rlimits")),
             "kill_by_uid": self.unique_uids and bool(found.get("unprivileged_uid")),
@@ -460,15 +471,20 @@ except OSError:
 found["unprivileged_uid"] = os.getuid() != 0 and os.geteuid() != 0 and os.getgid() != 0
 status = open("/proc/self/status").read()
 found["seccomp"] = "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status
-probe = f"/tmp/.landlock-probe-{os.getpid()}"  # /tmp is world-writable: only Landlock says no
+# Landlock: the project dir is readable by permissions but outside the allowed paths; else the probe
+# writes next to its work dir, which Landlock (not the directory mode) refuses when ruled per child.
 try:
-    os.mkdir(probe)
-    os.rmdir(probe)
+    if HIDDEN:
+        os.listdir(HIDDEN)
+    else:
+        open(os.path.join(os.path.dirname(os.getcwd()), f".landlock-probe-{os.getpid()}"), "w").close()
     found["landlock"] = False
 except PermissionError:
     found["landlock"] = True
 except OSError:
     found["landlock"] = False
+status_caps = dict(line.split(":\t", 1) for line in status.splitlines() if line.startswith("Cap"))
+found["unprivileged_uid"] = found["unprivileged_uid"] and status_caps.get("CapEff", "").strip("0\n") == ""
 found["private_tmp"] = not os.path.exists("/tmp/.X11-unix") and os.statvfs("/tmp").f_blocks > 0
 found["pid_namespace"] = len([p for p in os.listdir("/proc") if p.isdigit()]) < 16 and os.path.exists("/proc/1")
 found["rlimits"] = resource.getrlimit(resource.RLIMIT_NPROC)[1] != resource.RLIM_INFINITY and \
@@ -519,6 +535,8 @@ def serve_forever(config: ZygoteConfig, req_fd: int, rep_fd: int, ns: namespaces
     if not private_tmp:
         mount_errors.append("no private tmpfs: work dirs live in a private directory of the host's /tmp")
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # orphans of our children come to us, not to init
+    # We never execve, so an empty bounding set costs us nothing; children inherit it (no caps via exec).
+    privileges.drop_bounding_set()
     os.environ.update(THREAD_ENV)
     failed = _preload(config.preload)
     import gc

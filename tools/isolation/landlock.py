@@ -74,11 +74,11 @@ def interpreter_paths() -> list[str]:
     return sorted(p for p in paths if p and os.path.isdir(p))
 
 
-def restrict(read_paths: Iterable[str], write_paths: Iterable[str], abi: int) -> None:
-    """Restrict the calling process: ``read_paths`` read/execute, ``write_paths`` full access, /dev files rw.
+def create_ruleset(read_paths: Iterable[str], write_paths: Iterable[str], abi: int) -> int:
+    """A ruleset fd: ``read_paths`` read/execute, ``write_paths`` full access, /dev files read/write.
 
     Also denies all TCP bind/connect (ABI 4+) and signals or abstract sockets leaving the domain (ABI 6+).
-    Needs no_new_privs already set. Raises OSError when the kernel refuses.
+    The zygote may build one and let every child enforce it (see :func:`enforce`).
     """
     fs = handled_fs(abi)
     net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0
@@ -97,7 +97,22 @@ def restrict(read_paths: Iterable[str], write_paths: Iterable[str], abi: int) ->
         rules.append(("/dev", READ_ONLY | WRITE_FILE | (IOCTL_DEV if abi >= 5 else 0)))
         for path, rights in rules:
             _add_path_rule(ruleset, path, rights & fs)
-        syscalls.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0)
+    except BaseException:
+        os.close(ruleset)
+        raise
+    return ruleset
+
+
+def enforce(ruleset: int) -> None:
+    """Restrict the calling process (and its future children) to the ruleset; needs no_new_privs."""
+    syscalls.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0)
+
+
+def restrict(read_paths: Iterable[str], write_paths: Iterable[str], abi: int) -> None:
+    """Build a ruleset and enforce it on the calling process at once."""
+    ruleset = create_ruleset(read_paths, write_paths, abi)
+    try:
+        enforce(ruleset)
     finally:
         os.close(ruleset)
 

@@ -165,10 +165,17 @@ def compile_program() -> bytes:
     return b"".join(struct.pack("=HBBI", *insn) for insn in build_program())
 
 
-def install(program: bytes) -> None:
-    """Install the filter on the calling thread's process; needs no_new_privs (set here) or CAP_SYS_ADMIN."""
-    count = len(program) // 8
-    array = (_SockFilter * count).from_buffer_copy(program)
-    fprog = _SockFprog(count, ctypes.cast(array, ctypes.POINTER(_SockFilter)))
+class PreparedFilter:
+    """The program as the kernel's struct sock_fprog, built once in the zygote; children inherit the memory."""
+
+    def __init__(self, program: bytes) -> None:
+        count = len(program) // 8
+        self._array = (_SockFilter * count).from_buffer_copy(program)
+        self._fprog = _SockFprog(count, ctypes.cast(self._array, ctypes.POINTER(_SockFilter)))
+        self.address = ctypes.addressof(self._fprog)
+
+
+def install(prepared: PreparedFilter) -> None:
+    """Install the filter on the calling process; needs no_new_privs (set here) or CAP_SYS_ADMIN."""
     syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-    syscalls.prctl_ptr(syscalls.PR_SET_SECCOMP, syscalls.SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
+    syscalls.prctl_ptr(syscalls.PR_SET_SECCOMP, syscalls.SECCOMP_MODE_FILTER, prepared.address)
