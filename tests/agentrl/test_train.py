@@ -106,3 +106,11 @@ def test_sigint_checkpoints_and_exits_cleanly(tmp_path, sandbox_url):
     assert checkpoints[-1].name == f"step_{last_logged:06d}"
     state = torch.load(checkpoints[-1] / "state.pt", weights_only=False)
     assert state["step"] == last_logged
+
+
+def test_off_policy_mode_trains_and_reports_staleness(tmp_path, sandbox_url):
+    assert main(_args(tmp_path, sandbox_url, "run.steps=2", "rollout.max_staleness=1", "eval.tasks=0",
+                      "rollout.concurrency=8")) == 0
+    rows = _metrics(tmp_path / "tiny-arithmetic")
+    assert [r["step"] for r in rows] == [0, 1]
+    assert all("rollout/stale_rejected" in r and math.isfinite(r["ratio/mean"]) for r in rows)
