@@ -385,7 +385,16 @@ def _vllm_reload(client: httpx.Client, url: str, path: str) -> None:
                            "can reload weights, or pass weight_sync='none' and restart the servers yourself")
     if r.status_code != 200:
         raise RuntimeError(f"{url}/collective_rpc reload_weights({path!r}) failed: {r.status_code} {_error_detail(r)}")
-    r = client.post(url + "/reset_prefix_cache")
-    if r.status_code != 200:
-        raise RuntimeError(f"{url}/reset_prefix_cache failed after a weight reload: {r.status_code} "
-                           f"{_error_detail(r)}")
+    for _ in range(50):  # vLLM answers {"success": false} while blocks are still held; nothing runs now
+        r = client.post(url + "/reset_prefix_cache")
+        if r.status_code != 200:
+            raise RuntimeError(f"{url}/reset_prefix_cache failed after a weight reload: {r.status_code} "
+                               f"{_error_detail(r)}")
+        try:
+            ok = r.json().get("success", True) if r.content else True
+        except ValueError:
+            ok = True
+        if ok:
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"{url} refused to reset its prefix cache after a weight reload")

@@ -17,10 +17,10 @@ For greedy requests (temperature 0) vLLM's processed logprobs are the untruncate
 as the kit's convention says. The sampled token ids come from the engine unchanged (no detokenise and
 re-encode), and a stop token (eos, ``stop_token_ids``) or stop string is kept in the completion.
 
-Weights: ``update_weights(state_dict)`` sends the tensors to the engine's workers and loads them in place
-with vLLM's ``reload_weights`` (``collective_rpc``, the model's own ``load_weights`` path, so names in
-Hugging Face checkpoint format work); ``update_weights(path)`` reloads from a checkpoint folder on disk
-the same way. After a load the prefix cache is reset (its KV blocks were computed by the old weights), the
+Weights: ``update_weights(path)`` has the engine's workers reload a checkpoint folder in place with
+vLLM's ``reload_weights`` (``collective_rpc``; the model's own ``load_weights``, so Hugging Face names
+work); ``update_weights(state_dict)`` writes the tensors to one safetensors file in shared memory
+(/dev/shm) and reloads from there (vLLM 0.32's RPC does not carry tensors intact to its worker processes). After a load the prefix cache is reset (its KV blocks were computed by the old weights), the
 version goes up, and only then do new requests start: an update waits for the requests in flight, so
 each completion's ``version`` names the weights that sampled every one of its tokens.
 
@@ -101,6 +101,7 @@ class VLLMBackend:
         self._in_flight = 0
         self._paused: str | None = None  # why new requests wait: "update", "sleep"
         self._closed = False
+        self._stage_dir: Path | None = None
         self._top_k_off = vllm.SamplingParams().top_k  # 0 in current vLLM, -1 in older releases
         args = dict(model=self.model_path, tokenizer=str(tokenizer) if tokenizer else None, dtype=dtype, seed=seed,
                     gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
@@ -170,15 +171,15 @@ class VLLMBackend:
     def update_weights(self, weights: dict[str, Any] | str | Path) -> int:
         """Load a state dict (Hugging Face names) or a checkpoint folder in place; returns the new version."""
         if isinstance(weights, dict):
-            items = [(name, t.detach().to("cpu").contiguous()) for name, t in weights.items()]
-            kwargs: dict[str, Any] = {"weights_iterator": items}
+            path = self._stage(weights)
         else:
             path = Path(weights).resolve()
             if not path.exists():
                 raise FileNotFoundError(f"weights path {path} does not exist")
-            kwargs = {"weights_path": str(path)}
+            if path.is_dir() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+                raise FileNotFoundError(f"no *.safetensors in {path}; pass a folder saved by save_pretrained")
         with self._hold("update"):
-            self._call(self._reload(kwargs))
+            self._call(self._reload({"weights_path": str(path)}))
             with self._lock:
                 self._version += 1
                 return self._version
@@ -223,6 +224,10 @@ class VLLMBackend:
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=30)
+            if self._stage_dir is not None:
+                import shutil
+
+                shutil.rmtree(self._stage_dir, ignore_errors=True)
 
     # -- engine side (these coroutines run on the engine's loop) ---------------------------------
     async def _run(self, prompt: list[int], params: Any, request_id: str) -> Any:
@@ -248,6 +253,34 @@ class VLLMBackend:
         raise RuntimeError("vLLM refused to reset its prefix cache after a weight update (blocks still held)")
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _stage(self, state: dict[str, Any]) -> Path:
+        """Write a state dict where the engine's workers read it (shared memory when there is some).
+
+        vLLM's ``collective_rpc`` does not carry tensors intact to worker processes (0.32 turns them into
+        lists), and a failed load kills the engine, so tensors travel as one safetensors file, rewritten in
+        place at each update, and load through the same path as a checkpoint folder.
+        """
+        import tempfile
+
+        from safetensors.torch import save_file
+
+        if self._stage_dir is None:
+            shm = Path("/dev/shm")
+            self._stage_dir = Path(tempfile.mkdtemp(prefix="agentrl-vllm-weights-",
+                                                    dir=shm if shm.is_dir() else None))
+        seen: set[int] = set()
+        tensors = {}
+        for name, t in state.items():
+            t = t.detach().to("cpu").contiguous()
+            if t.data_ptr() in seen:  # tied weights share storage; safetensors wants distinct tensors
+                t = t.clone()
+            seen.add(t.data_ptr())
+            tensors[name] = t
+        tmp = self._stage_dir / "model.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(self._stage_dir / "model.safetensors")
+        return self._stage_dir
+
     def _params(self, s: SamplingParams) -> Any:
         from vllm.sampling_params import RequestOutputKind
 
