@@ -31,6 +31,8 @@ DEFAULT_WORKER_START_TIMEOUT = 120.0
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 DEFAULT_UID_BASE = 1_000_000_000
 """Far above the ranges login.defs and /etc/subuid hand out, so no real user shares these uids."""
+UID_BLOCK = 1024
+"""Uids per server when the base is chosen automatically (servers get distinct blocks by pid)."""
 DEFAULT_PRELOAD: tuple[str, ...] = ("math", "json", "re", "collections", "itertools", "fractions", "numpy", "sympy")
 DISABLEABLE_LAYERS: tuple[str, ...] = ("namespaces", "uids", "seccomp", "landlock")
 TOKEN_ENV = "AGENTRL_SANDBOX_TOKEN"
@@ -74,7 +76,9 @@ class Settings(BaseModel):
     """Sessions whose cells exceed this cannot be rebuilt after a crash."""
     worker_start_timeout: float = Field(DEFAULT_WORKER_START_TIMEOUT, gt=0)
     shutdown_timeout: float = Field(DEFAULT_SHUTDOWN_TIMEOUT, gt=0)
-    uid_base: int = Field(DEFAULT_UID_BASE, ge=1000)
+    uid_base: int | None = Field(None, ge=1000)
+    """First sandbox uid; None = DEFAULT_UID_BASE + a block picked from our pid, so that two servers on
+    one host do not share uids (RLIMIT_NPROC counts per uid)."""
     disabled_layers: tuple[str, ...] = ()
     """Layers to switch off on purpose (any of DISABLEABLE_LAYERS), to exercise the fallbacks in tests."""
     preload: tuple[str, ...] = DEFAULT_PRELOAD
@@ -82,6 +86,9 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        span = self.workers * (self.sessions_per_worker + 1)
+        if self.uid_base is None and span > UID_BLOCK:
+            raise ValueError(f"{span} sandbox uids needed; set uid_base explicitly (automatic blocks hold {UID_BLOCK})")
         if self.default_run_timeout > self.max_run_timeout:
             raise ValueError(
                 f"default_run_timeout={self.default_run_timeout} exceeds max_run_timeout={self.max_run_timeout}"
@@ -98,6 +105,12 @@ class Settings(BaseModel):
     @property
     def queue_limit(self) -> int:
         return self.max_queue if self.max_queue is not None else self.workers * DEFAULT_MAX_QUEUE_PER_WORKER
+
+    @property
+    def resolved_uid_base(self) -> int:
+        if self.uid_base is not None:
+            return self.uid_base
+        return DEFAULT_UID_BASE + (os.getpid() % 1_000_000) * UID_BLOCK
 
     @property
     def sessions_per_worker(self) -> int:

@@ -34,7 +34,7 @@ class Overloaded(Exception):
 def zygote_config(settings: Settings, worker_id: int) -> ZygoteConfig:
     return ZygoteConfig(
         worker_id=worker_id,
-        uid_base=settings.uid_base,
+        uid_base=settings.resolved_uid_base,
         sessions_per_worker=settings.sessions_per_worker,
         memory_bytes=settings.memory_mb * MIB,
         max_processes=settings.max_processes,
