@@ -123,6 +123,11 @@ class Sandbox:
             self._spawn(self._restart(worker))
             worker = None  # type: ignore[assignment]
             return self._sandbox_error(f"sandbox worker failed and is restarting: {exc}")
+        except asyncio.CancelledError:
+            if not worker.alive:  # cancelled mid-call: Worker.call killed the zygote, bring it back
+                self._spawn(self._restart(worker))
+                worker = None  # type: ignore[assignment]
+            raise
         finally:
             if worker is not None:
                 self.pool.release(worker)
