@@ -30,7 +30,7 @@ def test_micro_batch_size_invariance(preset, extra):
     model = tiny_qwen2()
     batch = make_batch(model=model)
     results = []
-    for budget in (8, 30, 10_000):
+    for budget in (8, 10_000):
         cfg = get_preset(
             preset, lr=0.0, sigma_lr=0.0, micro_batch_tokens=budget, **{"sigma_init": 0.02, **extra}
         )
