@@ -211,7 +211,12 @@ class Learner:
         n_seq = float((mask_mb.sum(1) > 0).sum())
         self.optimizer.zero_grad(set_to_none=True)
         step_loss = {"policy": 0.0, "kl": 0.0, "entropy": 0.0}
-        micro = pack_micro_batches(batch.lengths, rows, cfg.micro_batch_tokens)
+        # Data parallel (torchrun): every rank holds the whole batch and takes every world-th row of the
+        # mini-batch; the loss is already normalised by the mini-batch's global counts above, so summing
+        # gradients over ranks gives exactly the single-process gradient.
+        rank, world = _dist_rank_world()
+        local_rows = rows[rank::world] if world > 1 else rows
+        micro = pack_micro_batches(batch.lengths, local_rows, cfg.micro_batch_tokens) if len(local_rows) else []
         for mb in micro:
             width = int(batch.lengths[mb].max())
             ids = batch.token_ids[mb, :width]  # [b, T]
@@ -285,9 +290,12 @@ class Learner:
         reg = 0.0
         if self.perturbation.num_layers and (cfg.sigma_reg_alpha > 0 or cfg.sigma_reg_beta > 0):
             r = self.perturbation.regulariser(cfg.sigma_reg_alpha, cfg.sigma_reg_beta)
-            r.backward()
+            if rank == 0:  # added once, not once per rank
+                r.backward()
             reg = float(r.detach())
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if world > 1:
+            _all_reduce_grads(params)
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         self.optimizer.step()
@@ -384,3 +392,22 @@ class Learner:
         self.perturbation.load_state_dict(state["perturbation"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_grads(params: list[nn.Parameter]) -> None:
+    """Sum gradients over ranks in one flat buffer (a rank with no rows contributes zeros)."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        n = g.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
