@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print("[agentrl] interrupted: the last completed step is checkpointed; continue with --resume",
               file=sys.stderr)
         return 130
-    return 0 if summary else 1
+    return 0 if summary is not None else 1
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -191,6 +191,56 @@ def _write_trajectories(run_dir: Path, step: int, trajectories: list[Any], token
         f.write(t.render(tokenizer) + "\n\n")
 
 
+# ---------------------------------------------------------------------------------------------------
+# Data-parallel learner (torchrun): rank 0 runs rollouts, eval and logging; every rank updates
+# ---------------------------------------------------------------------------------------------------
+def _init_distributed(device: str) -> tuple[int, int]:
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _broadcast(obj: Any = None) -> Any:
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _sync_parameters(learner: Any) -> None:
+    """Every rank starts from rank 0's weights and sigma (after its SFT warm-up or checkpoint)."""
+    import torch.distributed as dist
+
+    for tensor in [*learner.model.state_dict().values(), *learner.perturbation.state_dict().values()]:
+        dist.broadcast(tensor.data, src=0)
+
+
+def _follow(config: TrainConfig, learner_cfg: Any) -> dict[str, Any]:
+    """Ranks > 0: same model and learner, batches from rank 0, the all-reduced update, nothing else."""
+    from agentrl.checkpoint import load_state
+    from agentrl.runtime import load_model
+    from alp.learner import Learner
+
+    mc = config.model
+    model, _ = load_model(mc.path, preset=mc.preset, seed=config.run.seed, dtype=mc.dtype, device=mc.device)
+    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if learner_cfg.kl_coef > 0 else None
+    learner = Learner(model, learner_cfg, ref_model=ref_model, device=mc.device)
+    checkpoint = _broadcast()
+    if checkpoint is not None:
+        learner.load_state_dict(load_state(Path(checkpoint))["learner"])
+    _sync_parameters(learner)
+    while (message := _broadcast()) != "stop":
+        if message is not None:
+            learner.update(message)
+    return {}
+
+
 async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: bool = False) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
@@ -206,6 +256,9 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
 
     started = time.perf_counter()
     learner_cfg = config.learner.build()
+    rank, world = _init_distributed(config.model.device)
+    if rank > 0:
+        return _follow(config, learner_cfg)  # {} on followers: rank 0 reports
     # ---- run directory -------------------------------------------------------------------------
     if run_dir is None:
         run_dir = _new_run_dir(config)
@@ -266,6 +319,10 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
         if state is not None:
             learner.load_state_dict(state["learner"])
             torch.set_rng_state(state["torch_rng"])
+        if world > 1:
+            _broadcast(str(checkpoint) if checkpoint is not None else None)
+            _sync_parameters(learner)
+            log.info("data-parallel learner over %d ranks", world)
         backend = HFBackend(model, tokenizer, max_batch_size=config.backend.max_batch_size, seed=config.run.seed,
                             initial_version=start_step)
         if config.backend.kind != "hf":
@@ -319,6 +376,8 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
                 t0 = time.perf_counter()
                 trajectories, metrics = await collect(step)
                 train_batch = to_train_batch(trajectories, config.rollout)
+                if world > 1:
+                    _broadcast(train_batch)  # None: the followers skip this step too
                 if train_batch is not None:
                     # In a worker thread, so off-policy generation keeps running on the event loop meanwhile.
                     update = executor.submit(learner.update, train_batch)
@@ -360,6 +419,8 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
             executor.shutdown(wait=True)
             if stream is not None:
                 await stream.aclose()
+            if world > 1:
+                _broadcast("stop")
         bar.close()
         checkpoint_now(config.run.steps - 1)
 
