@@ -14,8 +14,8 @@ import torch.distributed as dist
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 from alp import TrainBatch
-from alp.presets import get_preset
 from alp.learner import Learner
+from alp.presets import get_preset
 
 
 def main(out: str) -> None:
