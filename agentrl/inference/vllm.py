@@ -225,6 +225,9 @@ class VLLMBackend:
             return
         self._closed = True
         try:
+            handler = getattr(self.engine, "output_handler", None)
+            if handler is not None:  # stop it first, or it logs the engine's planned exit as a crash
+                self._loop.call_soon_threadsafe(handler.cancel)
             self.engine.shutdown()
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
