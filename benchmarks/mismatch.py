@@ -6,8 +6,9 @@
 
 For each engine precision setting the engine samples completions of the same prompts (same seeds) and
 returns the logprob of every sampled token under the distribution it sampled from. The trainer then scores
-the very same token ids in one teacher-forced forward pass of the Hugging Face model in fp32 (what the
-learner does: ``alp.logprobs.sampling_logprobs``). Per token, log_ratio = trainer - engine
+the very same token ids in one teacher-forced forward pass of the Hugging Face model (what the learner
+does: ``alp.logprobs.sampling_logprobs``), in fp32 and in the engine's dtype (bf16 trainer vs bf16 engine:
+same precision, different kernels). Per token, log_ratio = trainer - engine
 (log pi_theta - log mu); the script prints its distribution (mean, std, quantiles q01..q99, max |.|),
 the token-level ratio pi/mu at the quantiles, and tokens the trainer gives zero probability (outside its
 top-k/top-p set: infinite ratio), which is the mismatch that ALP and the IS corrections deal with.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import math
 import os
@@ -82,13 +84,13 @@ def summarise(samples, trainer) -> dict[str, float]:
     return stats
 
 
-def engines(kind: str, path: Path, seed: int):
+def engines(kind: str, path: Path, seed: int, compile_: bool = False):
     """(label, dtype name, factory) for every precision setting of the chosen engine."""
     if kind == "vllm":
         from agentrl.inference.vllm import VLLMBackend
 
         def vllm_factory(dtype):
-            return lambda: VLLMBackend(path, dtype=dtype, seed=seed, max_model_len=2048,
+            return lambda: VLLMBackend(path, dtype=dtype, seed=seed, max_model_len=2048, enforce_eager=not compile_,
                                        engine_kwargs={"max_num_seqs": 64})
 
         return [("vllm", "float32", vllm_factory("float32")), ("vllm", "bfloat16", vllm_factory("bfloat16"))]
@@ -118,6 +120,8 @@ def main() -> None:
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--top-k", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compile", action="store_true",
+                    help="let vLLM torch.compile the model (default: enforce_eager, minutes faster to start on CPU)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here as JSON")
     args = ap.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -144,9 +148,10 @@ def main() -> None:
                               max_new_tokens=args.max_new_tokens, n=args.n)
     print(f"# model {path.name} ({sum(p.numel() for p in trainer.parameters()) / 1e6:.2f}M params), "
           f"{args.prompts} prompts x {args.n} samples, <= {args.max_new_tokens} new tokens, T={args.temperature} "
-          f"top_p={args.top_p} top_k={args.top_k}; trainer: HF fp32 teacher-forced; log_ratio = trainer - engine")
+          f"top_p={args.top_p} top_k={args.top_k}; trainer: HF teacher-forced; log_ratio = trainer - engine")
     results = []
-    for label, dtype, factory in engines(kind, path, args.seed):
+    trainers = {"float32": trainer}
+    for label, dtype, factory in engines(kind, path, args.seed, args.compile):
         start = time.perf_counter()
         backend = factory()
         startup = time.perf_counter() - start
@@ -154,13 +159,16 @@ def main() -> None:
         samples = asyncio.run(sample_all(backend, prompts, sampling))
         sample_s = time.perf_counter() - t0
         backend.close()
-        train = trainer_logprobs(trainer, samples, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
-        stats = summarise(samples, train)
-        stats.update(engine=label, dtype=dtype, startup_s=round(startup, 1),
-                     tokens_per_s=round(sum(len(s[1]) for s in samples) / sample_s, 1))
-        results.append(stats)
-        print(json.dumps(stats), flush=True)
-    cols = ["engine", "dtype", "tokens", "mean", "std", "q01", "q05", "q50", "q95", "q99", "max_abs", "outside_support"]
+        for trainer_dtype in dict.fromkeys(["float32", dtype]):  # fp32 trainer, and a trainer in the engine's dtype
+            scorer = trainers.setdefault(trainer_dtype, copy.deepcopy(trainer).to(getattr(torch, trainer_dtype)))
+            train = trainer_logprobs(scorer, samples, temperature=args.temperature, top_p=args.top_p,
+                                     top_k=args.top_k)
+            stats = summarise(samples, train)
+            stats.update(engine=label, dtype=dtype, trainer=trainer_dtype, startup_s=round(startup, 1),
+                         tokens_per_s=round(sum(len(s[1]) for s in samples) / sample_s, 1))
+            results.append(stats)
+            print(json.dumps(stats), flush=True)
+    cols = ["engine", "dtype", "trainer", "tokens", "mean", "std", "q01", "q05", "q50", "q95", "q99", "max_abs", "outside_support"]
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in results:
         cells = [f"{r[c]:.2e}" if isinstance(r[c], float) else str(r[c]) for c in cols]
