@@ -302,6 +302,9 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
 
         # ---- SFT warm-up (skipped when resuming: the checkpoint has it) -------------------------
         if state is None and config.sft.steps > 0:
+            base_backend = HFBackend(model, tokenizer, seed=config.run.seed)
+            await run_eval(base_backend, "base")  # the untrained model, for the record
+            await base_backend.aclose()
             t0 = time.perf_counter()
             demos = await make_demonstrations(train_env, tokenizer, config.sft.demos, seed=config.run.seed,
                                               rollout=config.rollout)
@@ -433,6 +436,10 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
     tokenizer.save_pretrained(run_dir / "final")
     plots = plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots") if (run_dir / "metrics.jsonl").exists() else []
     before = evals.get("before", {})
+    base = evals.get("base")
+    if base and after:
+        print(f"[agentrl] held-out accuracy untrained {base['eval/accuracy']:.3f} -> after SFT "
+              f"{before['eval/accuracy']:.3f} -> after RL {after['eval/accuracy']:.3f}")
     summary = {"run_dir": str(run_dir), "steps": config.run.steps, "wall_s": time.perf_counter() - started,
                "before": before, "after": after, "plots": [str(p) for p in plots]}
     if before and after:

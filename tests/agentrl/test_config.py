@@ -57,3 +57,10 @@ def test_shipped_configs_load():
     for path in sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml")):
         cfg = load_config(path)
         assert cfg.run.steps > 0, path
+
+
+def test_tiny_cpu_yaml_is_the_default():
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "configs" / "tiny_cpu.yaml"
+    assert load_config(path).to_dict() == load_config().to_dict()
