@@ -176,6 +176,25 @@ class _Loggers:
             self.wandb.finish()
 
 
+def _attach_learner_ratios(model: Any, trajectories: list[Any], rollout_cfg: Any) -> None:
+    """Per-token pi_theta / mu (before this step's update, unperturbed) for the logged trajectories, in
+    ``info["learner_ratio"]`` (1.0 off the loss mask) so the run viewer can show it beside the logprob."""
+    import torch
+
+    from alp.logprobs import sampling_logprobs
+
+    with torch.no_grad():
+        for t in trajectories:
+            if not t.num_sampled:
+                continue
+            ids = torch.tensor([t.token_ids], device=next(model.parameters()).device)
+            logp = sampling_logprobs(model(input_ids=ids).logits.float(), ids, temperature=rollout_cfg.temperature,
+                                     top_p=rollout_cfg.top_p, top_k=rollout_cfg.top_k)[0].cpu()
+            ratio = torch.exp(logp - torch.tensor(t.behavior_logprobs))
+            t.info["learner_ratio"] = [round(float(r), 5) if m else 1.0
+                                       for r, m in zip(ratio, t.loss_mask, strict=True)]
+
+
 def _write_trajectories(run_dir: Path, step: int, trajectories: list[Any], tokenizer: Any, n: int) -> None:
     from agentrl.trajectory import write_jsonl
 
@@ -379,6 +398,9 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
                 t0 = time.perf_counter()
                 trajectories, metrics = await collect(step)
                 train_batch = to_train_batch(trajectories, config.rollout)
+                if config.run.log_trajectories > 0:
+                    model.eval()
+                    _attach_learner_ratios(model, trajectories[: config.run.log_trajectories], config.rollout)
                 if world > 1:
                     _broadcast(train_batch)  # None: the followers skip this step too
                 if train_batch is not None:

@@ -59,7 +59,12 @@ def test_short_run_writes_the_run_directory(tmp_path, sandbox_url):
     assert AutoModelForCausalLM.from_pretrained(run_dir / "final") is not None
     from agentrl.trajectory import read_jsonl
 
-    assert read_jsonl(run_dir / "trajectories/step_000000.jsonl")
+    logged = read_jsonl(run_dir / "trajectories/step_000000.jsonl")
+    assert logged
+    for t in logged:  # on-policy and fp32 on both sides: the learner's ratio to the rollout is 1
+        if t.num_sampled:
+            assert len(t.info["learner_ratio"]) == len(t)
+            assert all(abs(r - 1) < 1e-3 for r in t.info["learner_ratio"])
 
 
 def test_resume_gives_the_same_weights_and_metrics(tmp_path, sandbox_url):
