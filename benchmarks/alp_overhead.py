@@ -1,7 +1,7 @@
 """ALP overhead: update-step time and memory with the perturbation vs the same update without it.
 
-    .venv/bin/python benchmarks/alp.py                 # tiny and small presets
-    .venv/bin/python benchmarks/alp.py --presets small --repeats 5
+    .venv/bin/python benchmarks/alp_overhead.py                 # tiny and small presets
+    .venv/bin/python benchmarks/alp_overhead.py --presets small --repeats 5
 
 Variants, same run, same model weights, same batch, same config except the perturbation:
     none   perturb_layers='none' (the unperturbed update: Seq-Bypass)
