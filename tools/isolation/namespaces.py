@@ -101,6 +101,11 @@ def _expose(paths: list[str]) -> None:
             break
 
 
+def _inside(path: str, directory: str) -> bool:
+    path, directory = os.path.abspath(path), os.path.abspath(directory)
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
 def setup_mounts(*, tmp_size_bytes: int, expose: list[str], pid_namespace: bool) -> tuple[bool, list[str]]:
     """Private mounts for the zygote's namespace.
 
@@ -120,11 +125,20 @@ def setup_mounts(*, tmp_size_bytes: int, expose: list[str], pid_namespace: bool)
     fresh = [("/tmp", f"size={tmp_size_bytes},nr_inodes=65536,mode=1777"), ("/dev/shm", "size=1m,mode=1777")]
     private_tmp = False
     for target, options in fresh:
+        # An interpreter installed under the directory being covered (a venv in a checkout under /tmp, as
+        # CI clones often are) would vanish with it: hold it by an O_PATH fd and bind it back in afterwards.
+        keep = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in expose if _inside(p, target)}
         try:
             syscalls.mount("tmpfs", target, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, options)
             private_tmp = private_tmp or target == "/tmp"
+            for path, fd in keep.items():
+                os.makedirs(path, mode=0o755, exist_ok=True)
+                syscalls.mount(f"/proc/self/fd/{fd}", path, None, syscalls.MS_BIND | syscalls.MS_REC)
         except OSError as exc:
             errors.append(f"{target}: {exc}")
+        finally:
+            for fd in keep.values():
+                os.close(fd)
     try:
         _expose(expose)
     except OSError as exc:
