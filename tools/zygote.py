@@ -24,6 +24,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -423,13 +424,28 @@ class Zygote:
         }
 
     # ---- start-up probe ------------------------------------------------------------------------------
+    def _landlock_probe_dir(self) -> str:
+        """A directory that file permissions let the child list but Landlock must not: the project tree,
+        else (a checkout under /tmp sits beneath the children's write base) a system directory outside
+        the allowed paths; "" when none exists (the probe then tries a write beside its work dir)."""
+        allowed = (*self.read_paths, self.base)
+
+        def outside(path: str) -> bool:
+            return not any(path == a or path.startswith(a.rstrip("/") + "/") for a in allowed)
+
+        project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for path in (project, "/var", "/opt", "/srv", "/home", "/mnt"):
+            mode = os.stat(path).st_mode if os.path.isdir(path) else 0
+            if outside(path) and mode & stat.S_IROTH and mode & stat.S_IXOTH:
+                return path
+        return ""
+
     def probe(self) -> dict[str, Any]:
         """Run the probe snippet in a real child and combine its findings with the zygote's own."""
         self._ensure_spare()
         child, self.spare = self.spare, None
         assert child is not None
-        project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        hidden = project if not any(project.startswith(p) for p in self.read_paths) else ""
+        hidden = self._landlock_probe_dir()
         code = f"HIDDEN = {hidden!r}\n" + PROBE_CODE
         result = self._run_cell(child, code, b"", PROBE_TIMEOUT, capture=True)
         child.sock.close()
