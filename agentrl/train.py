@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import json
 import logging
 import math
 import random
+import signal
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -393,8 +395,25 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
             metrics["rollout/stale_rejected"] = float(stale)
             return kept, metrics
 
+        # Ctrl-C: finish the step in flight, checkpoint it, exit 130. A second Ctrl-C aborts at once (losing only
+        # the steps since the last checkpoint). A flag checked between steps, not task cancellation, so no
+        # library that swallows a CancelledError can turn an interrupt into a run that goes on.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_sigint() -> None:
+            if stop.is_set():
+                loop.remove_signal_handler(signal.SIGINT)
+                raise KeyboardInterrupt
+            stop.set()
+            log.warning("Ctrl-C: finishing this step, then checkpointing and exiting (Ctrl-C again to abort now)")
+
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread: no handler
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
         try:
             for step in bar:
+                if stop.is_set():
+                    break
                 t0 = time.perf_counter()
                 trajectories, metrics = await collect(step)
                 train_batch = to_train_batch(trajectories, config.rollout)
@@ -447,6 +466,13 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
             if world > 1:
                 _broadcast("stop")
         bar.close()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+        if stop.is_set():
+            checkpoint_now(last_logged)
+            loggers.close()
+            await backend.aclose()
+            raise KeyboardInterrupt
         checkpoint_now(config.run.steps - 1)
 
         after = await run_eval(backend, "after")
