@@ -332,10 +332,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of sections (run, model, env, ...)")
         tree = loaded
+    return config_from_dict(apply_overrides(tree, overrides))
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Set each ``key=value`` override into a config tree (in place; returned for chaining)."""
     for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    return config_from_dict(tree)
+        _set_dotted(tree, *parse_override(text))
+    return tree
 
 
 def config_from_dict(tree: dict[str, Any]) -> TrainConfig:

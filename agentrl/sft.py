@@ -9,7 +9,6 @@ the tool's printed result. Training is next-token cross-entropy on the demonstra
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from typing import Any
@@ -102,7 +101,3 @@ def sft(model: torch.nn.Module, demos: list[Trajectory], *, steps: int, batch_si
             on_step(step, losses[-1])
     model.eval()
     return losses
-
-
-def run_demonstrations(*args: Any, **kwargs: Any) -> list[Trajectory]:
-    return asyncio.run(make_demonstrations(*args, **kwargs))

@@ -30,7 +30,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from agentrl.config import ConfigError, TrainConfig, config_from_dict, dump_config, load_config
+from agentrl.config import (
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    dump_config,
+    load_config,
+)
 
 log = logging.getLogger("agentrl.train")
 
@@ -66,11 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             import yaml
 
             tree = yaml.safe_load((run_dir / "config.yaml").read_text())
-            from agentrl.config import _set_dotted, parse_override
-
-            for text in args.overrides:  # e.g. run.steps=20 to extend a finished run
-                _set_dotted(tree, *parse_override(text))
-            config = config_from_dict(tree)
+            # extra overrides, e.g. run.steps=20 to extend a finished run
+            config = config_from_dict(apply_overrides(tree, args.overrides))
         else:
             config = load_config(args.config, args.overrides)
             run_dir = None
