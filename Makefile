@@ -7,7 +7,7 @@ STAMP := $(VENV)/.agentrl-installed
 
 VLLM_VENV := .venv-vllm
 
-.PHONY: setup train test test-all lint clean setup-vllm test-vllm bench-mismatch
+.PHONY: setup train test test-all lint clean setup-vllm test-vllm bench-mismatch study-quick
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "==> setting up $(VENV) with $(PYTHON)"
@@ -45,6 +45,10 @@ setup-vllm:
 test-vllm: setup-vllm
 	@echo "==> pytest -m vllm tests/vllm with $(VLLM_VENV) (vLLM CPU build; engine start ~1 min each)"
 	@$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/vllm $(ARGS)
+
+# The mismatch study's CI-sized plan (docs/study.md); ARGS="--write-docs" also regenerates docs/results.md.
+study-quick: setup
+	@$(PY) -m agentrl.study mismatch --quick $(ARGS)
 
 bench-mismatch: setup-vllm
 	@$(VLLM_VENV)/bin/python benchmarks/mismatch.py $(ARGS)

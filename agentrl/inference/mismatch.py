@@ -276,12 +276,14 @@ class StaleWeightsBackend:
 # Factory
 # ---------------------------------------------------------------------------------------------------
 def make_rollout_backend(spec: MismatchSpec, model: torch.nn.Module, tokenizer: Any, *, seed: int = 0,
-                         max_batch_size: int = 64, model_path: str | Path | None = None) -> Any:
+                         max_batch_size: int = 64, model_path: str | Path | None = None,
+                         vllm_kwargs: dict[str, Any] | None = None) -> Any:
     """A rollout backend that samples from ``model``'s weights with the mismatch ``spec`` injected.
 
     hf: an :class:`~agentrl.inference.hf.HFBackend` over a private copy of ``model`` (in bf16 for ``bf16``),
     with the logits transform hooked onto its LM head. vllm: a :class:`~agentrl.inference.vllm.VLLMBackend`
-    over ``model_path`` (a checkpoint folder holding ``model``'s weights). Staleness wraps either.
+    over ``model_path`` (a checkpoint folder holding ``model``'s weights; ``vllm_kwargs`` go to its
+    constructor, e.g. max_model_len, gpu_memory_utilization, enforce_eager). Staleness wraps either.
     """
     dtype = torch.bfloat16 if spec.rollout_dtype == "bfloat16" else torch.float32
     if spec.engine == "vllm":
@@ -289,7 +291,7 @@ def make_rollout_backend(spec: MismatchSpec, model: torch.nn.Module, tokenizer: 
             raise ValueError("the vllm engine needs model_path: a checkpoint folder with the starting weights")
         from agentrl.inference.vllm import VLLMBackend
 
-        backend: Any = VLLMBackend(model_path, dtype=spec.rollout_dtype, seed=seed)
+        backend: Any = VLLMBackend(model_path, dtype=spec.rollout_dtype, seed=seed, **(vllm_kwargs or {}))
     else:
         from agentrl.inference.hf import HFBackend
 

@@ -33,8 +33,8 @@ def _parser() -> argparse.ArgumentParser:
         "Example: --mismatch stale4+bf16 --methods bypass tis alp@rel0.01 alp-token@0 --seeds 4 --steps 40",
     )
     m.add_argument("--quick", action="store_true",
-                   help="the CI-sized plan: tiny, stale4+bf16, 6 methods x 2 seeds (<= 10 min on 2 cores once the "
-                   "warm-up is cached)")
+                   help="the CI-sized plan: tiny, stale4+bf16, 5 methods x 2 seeds x 8 steps (<= 10 min on 2 cores "
+                   "once the warm-up is cached)")
     m.add_argument("--preset", choices=["tiny", "small"], help="model preset (default: the plan's, tiny)")
     m.add_argument("--mismatch", nargs="+", metavar="SPEC", help="mismatches to run (replaces the plan's)")
     m.add_argument("--methods", nargs="+", metavar="LABEL", help="methods to run under every mismatch")

@@ -18,8 +18,8 @@ cause, with its tails (p99 of |log r|, max, the share of tokens whose ratio leav
 | batch, chunk | one sequence at a time with the plain log-softmax vs the learner's padded micro-batch and  |
 |              | chunked logprob path                                                                      |
 | dtype        | a bf16 trainer vs the fp32 trainer (and the bf16 trainer vs mu)                            |
-| turns, tools | the engine (or smallest-gap) log-ratio split by assistant turn and by position after a     |
-|              | turn boundary (the first tokens after a tool output)                                      |
+| turns, tools | the engine (or smallest-gap) log-ratio split by assistant turn, by position after a turn  |
+|              | boundary (the first tokens after a tool output) and by the engine's probability mu(y)      |
 
 Weight versions: ``weights.json`` (study runs: version -> folder or .safetensors file), else the run's
 ``checkpoints/step_N/model`` (version N + 1) and ``final/`` (version = run.steps), plus model.path as
@@ -250,19 +250,14 @@ def analyse(run_dir: Path, *, steps: list[int] | None = None, max_trajectories: 
     sampled = sorted(set(rep.version.tolist()))
     usable = {w: p for w, p in versions.items() if any(0 <= w - v <= max_gap for v in sampled)}
     by_gap: dict[int, list[torch.Tensor]] = defaultdict(list)
-    best: tuple[int, torch.Tensor, torch.Tensor, int] | None = None  # (gap, log_r, token mask, version)
     models: dict[int, torch.nn.Module] = {}
     for w, path in sorted(usable.items()):
         model = models[w] = load_weights(path, base)
-        logp = score(model, rep, **settings)
-        log_r = logp - rep.mu
+        log_r = score(model, rep, **settings) - rep.mu
         for v in sampled:
             sel = rep.version == v
-            gap = w - v
-            if 0 <= gap <= max_gap and bool(sel.any()):
-                by_gap[gap].append(log_r[sel])
-                if best is None or gap < best[0]:
-                    best = (gap, log_r, sel, w)
+            if 0 <= w - v <= max_gap and bool(sel.any()):
+                by_gap[w - v].append(log_r[sel])
     result: dict[str, Any] = {
         "run_dir": str(run_dir), "settings": settings, "steps": sorted(files), "trajectories": len(trajs),
         "loss_tokens": int(rep.mu.numel()), "sampled_versions": sampled, "weight_versions": sorted(versions),
@@ -270,45 +265,58 @@ def analyse(run_dir: Path, *, steps: list[int] | None = None, max_trajectories: 
         or f"backend {(config.get('backend') or {}).get('kind', 'hf')} (dtype {(config.get('backend') or {}).get('dtype', 'auto')}), "
            f"max_staleness {ro.get('max_staleness', 0)}",
         "by_gap": {g: tail_stats(torch.cat(v)) for g, v in sorted(by_gap.items())},
+        "sigma": learned_sigma(run_dir),
     }
-    if best is None:
+    if not by_gap:
         result["note"] = (f"no kept weight version is 0..{max_gap} versions newer than the sampled versions "
                           f"{sampled} (kept: {sorted(versions)}); only sigma is reported")
-        result["sigma"] = learned_sigma(run_dir)
         return result
-    gap, log_r, sel, w = best
-    model = models[w]
-    # the tokens the smallest-gap weights can replay
-    sub = _subset(rep, sel)
-    result["reference"] = {"gap": gap, "version": w}
-    ref_logp = score(model, sub, **settings)
-    causes: dict[str, dict[str, float]] = {}
-    causes[f"engine (gap {gap}) vs mu"] = tail_stats(ref_logp - sub.mu)
-    if top_p < 1.0 or top_k > 0:
-        plain = score(model, sub, temperature=temperature, top_p=1.0, top_k=0)
-        causes["truncation: trainer without top-p/top-k vs with"] = tail_stats(plain - ref_logp)
+    # Causes at the smallest gap (0 when the sampler's own weights were kept): every (weights, sampler) pair
+    # with that gap contributes its tokens.
+    gap = min(by_gap)
+    pairs = [(v + gap, v) for v in sampled if v + gap in models and bool((rep.version == v).any())]
+    parts: dict[str, list[torch.Tensor]] = defaultdict(list)
+    for w, v in pairs:
+        model, sub = models[w], _subset(rep, rep.version == v)
+        ref = score(model, sub, **settings)
+        parts["engine"].append(ref - sub.mu)
+        parts["turn"].append(sub.turn)
+        parts["pos"].append(sub.pos_in_turn)
+        parts["mu"].append(sub.mu)
+        if top_p < 1.0 or top_k > 0:
+            parts["truncation"].append(score(model, sub, temperature=temperature, top_p=1.0, top_k=0) - ref)
+        parts["batch"].append(score(model, sub, mode="single", **settings) - ref)
+        parts["chunk"].append(score(model, sub, chunk_tokens=64, **settings) - ref)
+        bf16 = score(model.to(torch.bfloat16), sub, **settings)
+        model.to(torch.float32)
+        parts["bf16_fp32"].append(bf16 - ref)
+        parts["bf16_mu"].append(bf16 - sub.mu)
+    cat = {k: torch.cat(v) for k, v in parts.items()}
+    lr = cat["engine"]
+    result["reference"] = {"gap": gap, "pairs": [{"weights": w, "sampler": v} for w, v in pairs]}
+    causes: dict[str, dict[str, float]] = {f"engine (gap {gap}) vs mu": tail_stats(lr)}
+    if "truncation" in cat:
+        causes["truncation: trainer without top-p/top-k vs with"] = tail_stats(cat["truncation"])
     else:
-        causes["truncation: none in this run (top_p=1, top_k=0)"] = tail_stats(torch.zeros_like(ref_logp))
-    single = score(model, sub, mode="single", **settings)
-    causes["batch+chunk: one sequence, plain path vs learner micro-batch, chunked"] = tail_stats(single - ref_logp)
-    chunk64 = score(model, sub, chunk_tokens=64, **settings)
-    causes["chunk: 64-token chunks vs 512"] = tail_stats(chunk64 - ref_logp)
-    bf16 = score(model.to(torch.bfloat16), sub, **settings)
-    model.to(torch.float32)
-    causes["dtype: bf16 trainer vs fp32 trainer"] = tail_stats(bf16 - ref_logp)
-    causes["dtype: bf16 trainer vs mu"] = tail_stats(bf16 - sub.mu)
+        causes["truncation: none in this run (top_p=1, top_k=0)"] = tail_stats(torch.zeros_like(lr))
+    causes["batch+chunk: one sequence, plain path vs learner micro-batch, chunked"] = tail_stats(cat["batch"])
+    causes["chunk: 64-token chunks vs 512"] = tail_stats(cat["chunk"])
+    causes["dtype: bf16 trainer vs fp32 trainer"] = tail_stats(cat["bf16_fp32"])
+    causes["dtype: bf16 trainer vs mu"] = tail_stats(cat["bf16_mu"])
     result["causes"] = causes
-    lr = ref_logp - sub.mu
-    result["by_turn"] = {int(t): tail_stats(lr[sub.turn == t]) for t in sorted(set(sub.turn.tolist()))}
+    turn, pos, p_mu = cat["turn"], cat["pos"], cat["mu"].exp()
+    result["by_turn"] = {int(t): tail_stats(lr[turn == t]) for t in sorted(set(turn.tolist()))}
     boundary = {
-        "first token of turn 1": (sub.turn == 1) & (sub.pos_in_turn == 0),
-        "first token after a tool output (turn >= 2)": (sub.turn >= 2) & (sub.pos_in_turn == 0),
-        "tokens 2-4 after a tool output": (sub.turn >= 2) & (sub.pos_in_turn >= 1) & (sub.pos_in_turn <= 3),
-        "rest of turns >= 2": (sub.turn >= 2) & (sub.pos_in_turn > 3),
-        "rest of turn 1": (sub.turn == 1) & (sub.pos_in_turn > 0),
+        "first token of turn 1": (turn == 1) & (pos == 0),
+        "first token after a tool output (turn >= 2)": (turn >= 2) & (pos == 0),
+        "tokens 2-4 after a tool output": (turn >= 2) & (pos >= 1) & (pos <= 3),
+        "rest of turns >= 2": (turn >= 2) & (pos > 3),
+        "rest of turn 1": (turn == 1) & (pos > 0),
     }
     result["by_boundary"] = {k: tail_stats(lr[m]) for k, m in boundary.items() if bool(m.any())}
-    result["sigma"] = learned_sigma(run_dir)
+    certainty = {"mu(y) >= 0.9": p_mu >= 0.9, "0.5 <= mu(y) < 0.9": (p_mu >= 0.5) & (p_mu < 0.9),
+                 "mu(y) < 0.5": p_mu < 0.5}
+    result["by_certainty"] = {k: tail_stats(lr[m]) for k, m in certainty.items() if bool(m.any())}
     return result
 
 
@@ -373,10 +381,13 @@ def to_markdown(res: dict[str, Any]) -> str:
         out += [f"Note: {res['note']}", ""]
     if "causes" in res:
         ref = res["reference"]
-        out += [f"## By cause (weights version {ref['version']}, gap {ref['gap']} to the sampler)", ""]
+        pairs = ", ".join(f"{p['weights']} on {p['sampler']}" for p in ref["pairs"])
+        out += [f"## By cause (gap {ref['gap']}: trainer weights on the sampler's tokens, version pairs {pairs})", ""]
         out += _rows("comparison", res["causes"]) + [""]
         out += ["## By turn (engine log-ratio at that gap)", ""] + _rows("turn", res["by_turn"]) + [""]
         out += ["## At turn and tool boundaries", ""] + _rows("position", res["by_boundary"]) + [""]
+        out += ["## By how sure the engine was of the sampled token", ""]
+        out += _rows("behaviour probability", res["by_certainty"]) + [""]
     sig = res.get("sigma") or {}
     if sig.get("layers"):
         out += [f"## Learned per-layer sigma (step {sig['first_step']} -> step {sig['last_step']})", "",

@@ -15,7 +15,9 @@ Per run (from its metrics.jsonl; mm/* is pi_theta before the update vs mu, the s
 | `outside`     | mean share of tokens whose ratio is outside [0.9, 1.1]                            |
 | `kl`          | mean over steps of KL(mu || pi) per token (k3 estimator)                           |
 | `spikes`      | steps whose KL(mu || pi) exceeds the mismatch's spike threshold (below)           |
-| `loss_ratio_q99` | mean over steps of the p99 of the ratio the method's loss uses (its own definition) |
+| `loss_ratio_q99` | mean over steps of the p99 of the ratio the method's loss uses (its own definition:  |
+|               | pi_delta/mu for ALP, pi/mu for bypass, pi/pi_old for TIS, MIS, IcePop, GSPO)       |
+| `loss_ratio_max` | the largest such ratio of the run                                              |
 | `clip`        | mean share of loss tokens clipped (clip/frac)                                     |
 | `entropy`     | mean token entropy of the trained policy on the rollout tokens                    |
 | `sigma`       | mean per-layer sigma after the last step (ALP methods)                            |
@@ -47,13 +49,14 @@ DOCS_END = "<!-- mismatch-study:end -->"
 SCALARS: dict[str, tuple[str, int, int]] = {
     "acc": ("held-out acc", 3, +1),
     "reward": ("reward (last half)", 3, +1),
-    "ratio_q99": ("ratio p99", 3, -1),
-    "ratio_max": ("ratio max", 2, -1),
+    "ratio_q99": ("pi/mu p99", 3, -1),
+    "ratio_max": ("pi/mu max", 2, -1),
     "seq_max": ("seq abs log-ratio max", 2, -1),
     "outside": ("share outside [0.9, 1.1]", 3, -1),
     "kl": ("KL(mu||pi)", 4, -1),
     "spikes": ("KL spikes", 2, -1),
-    "loss_ratio_q99": ("loss-ratio p99", 3, 0),
+    "loss_ratio_q99": ("loss-ratio p99", 3, -1),
+    "loss_ratio_max": ("loss-ratio max", 2, -1),
     "clip": ("clip frac", 3, 0),
     "entropy": ("entropy", 3, 0),
     "sigma": ("sigma", 4, 0),
@@ -131,6 +134,7 @@ def run_scalars(rows: list[dict[str, Any]], threshold: float | None) -> dict[str
         "kl": _mean(kl),
         "spikes": float(sum(1 for k in kl if k > threshold)) if threshold is not None and kl else None,
         "loss_ratio_q99": _mean(_series(rows, "ratio/q99")),
+        "loss_ratio_max": max(_series(rows, "ratio/max"), default=None),
         "clip": _mean(_series(rows, "clip/frac")),
         "entropy": _mean(_series(rows, "entropy")),
         "sigma": sigma[-1] if sigma else None,
@@ -195,7 +199,12 @@ def claims(cell: dict[str, Any]) -> list[tuple[str, list[str]]]:
 
     tails = [line(a, controls[a], key) for a in alp_labels if controls.get(a) in per
              for key in ("ratio_q99", "ratio_max")]
-    out.append(("Smaller ratio tails with ALP (vs the same objective and clip without noise)", tails))
+    out.append(("Smaller ratio tails with ALP: the trainer's pi vs mu over training (vs the same objective and "
+                "clip without noise)", tails))
+    loss_tails = [line(a, controls[a], key) for a in alp_labels if controls.get(a) in per
+                  for key in ("loss_ratio_q99", "loss_ratio_max")]
+    out.append(("Smaller ratio tails with ALP: the ratio inside the loss (pi_delta/mu vs the control's pi/mu)",
+                loss_tails))
     out.append(("Fewer KL spikes with ALP", [line(a, controls[a], "spikes") for a in alp_labels
                                             if controls.get(a) in per]))
     seq = [m for m in alp_labels if m.split("@")[0] == "alp"]
@@ -289,7 +298,7 @@ def markdown(study: dict[str, Any], agg: dict[str, Any], *, plots_prefix: str = 
         if ctrl:
             parts += ["", "Noise controls: each ALP method minus the same objective and clip with sigma = 0 "
                           "(mean [95% t CI]):", ""]
-            keys = ["acc", "reward", "ratio_q99", "ratio_max", "kl", "spikes", "loss_ratio_q99"]
+            keys = ["acc", "reward", "ratio_q99", "ratio_max", "kl", "spikes", "loss_ratio_q99", "loss_ratio_max"]
             header = ["ALP method", "control"] + [f"Δ {SCALARS[k][0]}" for k in keys]
             parts.append(_table(header, [[f"`{m}`", f"`{c}`"] + [_fmt_diff(diff(per, m, c, k), SCALARS[k][1])
                                                                  for k in keys] for m, c in ctrl]))
@@ -316,7 +325,7 @@ def _slug(text: str) -> str:
 # ---------------------------------------------------------------------------------------------------
 PANELS: list[tuple[str, str, bool]] = [
     ("rollout/reward_mean", "rollout reward", False),
-    ("eval/accuracy", "held-out accuracy", False),
+    ("eval/accuracy", "held-out accuracy (step -1: the start)", False),
     ("mm/ratio_q99", "token ratio pi/mu, p99", False),
     ("mm/ratio_max", "token ratio pi/mu, max", True),
     ("mm/kl_k3", "KL(mu || pi) per token", True),
@@ -345,6 +354,8 @@ def plot_cell(study: dict[str, Any], mm: str, cell: dict[str, Any], path: Path) 
                         by_step.setdefault(int(r["step"]), []).append(float(v))
             if not by_step:
                 continue
+            if key == "eval/accuracy" and "eval/accuracy" in study["start_eval"]:
+                by_step[-1] = [float(study["start_eval"]["eval/accuracy"])]  # the starting policy, shared
             steps = sorted(by_step)
             mean = [statistics.fmean(by_step[s]) for s in steps]
             lo = [min(by_step[s]) for s in steps]
@@ -353,8 +364,6 @@ def plot_cell(study: dict[str, Any], mm: str, cell: dict[str, Any], path: Path) 
             style = "--" if label.endswith("@0") or label.startswith("bypass") else "-"
             ax.plot(steps, mean, style, color=color, label=label, marker="o" if len(steps) < 4 else None, ms=4)
             ax.fill_between(steps, lo, hi, color=color, alpha=0.12, linewidth=0)
-        if key == "eval/accuracy" and "eval/accuracy" in study["start_eval"]:
-            ax.axhline(study["start_eval"]["eval/accuracy"], color="gray", lw=0.8, ls=":", label="start")
         if key == "mm/kl_k3" and cell["threshold"] is not None:
             ax.axhline(cell["threshold"], color="red", lw=0.8, ls=":", label="spike threshold")
         if log_y:
@@ -363,7 +372,7 @@ def plot_cell(study: dict[str, Any], mm: str, cell: dict[str, Any], path: Path) 
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"mismatch {mm}: mean over seeds (band: min-max)")
+    fig.suptitle(f"cell {mm}: mean over seeds (band: min-max)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)

@@ -127,9 +127,13 @@ def mismatch_stats(logp_pi: torch.Tensor, logp_mu: torch.Tensor, mask: torch.Ten
 
 
 def staleness_of(trajectories: list[Any], learner_version: int) -> float:
-    """Mean over sampled tokens of (learner version - the version of the weights that sampled the token)."""
+    """Mean over sampled tokens (in the loss or masked, e.g. void turns) of (learner version - the version of
+    the weights that sampled the token); infrastructure failures are left out."""
+    from agentrl.trajectory import TokenKind
+
+    sampled = (TokenKind.SAMPLED, TokenKind.MASKED)
     lags = [learner_version - v for t in trajectories if not t.info.get("excluded")
-            for v, m in zip(t.policy_version, t.loss_mask, strict=True) if m]
+            for v, kind in zip(t.policy_version, t.token_kinds, strict=True) if kind in sampled]
     return sum(lags) / len(lags) if lags else 0.0
 
 
@@ -177,8 +181,12 @@ async def train_run(spec: RunSpec, *, on_step: Any = None) -> dict[str, Any]:
     torch.manual_seed(spec.seed)
     model, tokenizer = load_model(spec.start)
     learner = Learner(model, learner_cfg)
+    vllm_kwargs = {"max_model_len": config.rollout.max_context_tokens,
+                   "gpu_memory_utilization": config.backend.gpu_memory_utilization,
+                   "enforce_eager": not torch.cuda.is_available()}  # CPU build: eager starts minutes sooner
     backend = make_rollout_backend(mismatch, model, tokenizer, seed=spec.seed,
-                                   max_batch_size=config.backend.max_batch_size, model_path=spec.start)
+                                   max_batch_size=config.backend.max_batch_size, model_path=spec.start,
+                                   vllm_kwargs=vllm_kwargs)
     train_env = make_env_factory(config.env.id, config.env.kwargs)
     eval_env = make_env_factory(config.env.id, {**config.env.kwargs, **config.env.eval_kwargs})
     manager = RolloutManager(backend, tokenizer, train_env, rollout_cfg)

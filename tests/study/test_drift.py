@@ -68,13 +68,14 @@ def test_drift_splits_engine_staleness_dtype_and_turns(tmp_path, tiny, tiny_path
     gap0, gap2 = res["by_gap"][0], res["by_gap"][2]
     assert 1e-5 < gap0["abs_max"] < 0.1  # the bf16 engine vs the fp32 trainer, same weights
     assert gap2["abs_p99"] > 3 * gap0["abs_p99"]  # two versions of staleness dominate
-    assert res["reference"] == {"gap": 0, "version": 0}
+    assert res["reference"] == {"gap": 0, "pairs": [{"weights": 0, "sampler": 0}]}
     causes = res["causes"]
     assert causes["truncation: none in this run (top_p=1, top_k=0)"]["abs_max"] == 0.0
     assert causes["batch+chunk: one sequence, plain path vs learner micro-batch, chunked"]["abs_max"] < 1e-4
     assert causes["dtype: bf16 trainer vs fp32 trainer"]["abs_max"] > 1e-4
     assert set(res["by_turn"]) == {1, 2}
     assert "first token after a tool output (turn >= 2)" in res["by_boundary"]
+    assert sum(v["tokens"] for v in res["by_certainty"].values()) == res["loss_tokens"]
     assert res["sigma"]["layers"]["layer_0"] == (0.01, pytest.approx(0.0102))
     text = to_markdown(res)
     assert "## Staleness" in text and "## By cause" in text and "| layer_0 |" in text

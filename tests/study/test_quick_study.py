@@ -31,14 +31,16 @@ def test_quick_study_end_to_end(tmp_path):
     assert len(runs) == len(plan.cells[0].methods) and all(len(v) == plan.seeds for v in runs.values())
     for seed in range(plan.seeds):
         first = [by_seed[seed][0] for by_seed in runs.values()]
-        # paired design: step 0 has the same weights and sampling streams for every method
-        assert len({r["rollout/reward_mean"] for r in first}) == 1
-        assert len({r["mm/kl_k3"] for r in first}) == 1
+        # paired design: at step 0 every method samples the same tokens (same weights, tasks, sampling streams);
+        # the bf16 engine's logprobs of them vary slightly with the dynamic batch they were decoded in
+        assert len({(r["rollout/reward_mean"], r["rollout/sampled_tokens"]) for r in first}) == 1
+        kls = [r["mm/kl_k3"] for r in first]
+        assert max(kls) < 1.5 * min(kls)
     for label, by_seed in runs.items():
         for rows in by_seed.values():
             assert [r["mm/staleness"] for r in rows] == [float(min(r["step"], k)) for r in rows]
             assert max(r["mm/kl_k3"] for r in rows[k:]) > rows[0]["mm/kl_k3"]  # staleness adds to bf16
-            assert ("sigma/mean" in rows[-1]) == label.startswith("alp") and not label.endswith("@0")
+            assert ("sigma/mean" in rows[-1]) == (label.startswith("alp") and not label.endswith("@0"))
             assert "eval/accuracy" in rows[-1]
     report = (out / "report.md").read_text()
     assert "Paired differences vs `bypass`" in report and "The paper's claims" in report

@@ -87,10 +87,13 @@ def test_paired_verdicts(tmp_path):
     study = load_study(make_study(tmp_path / "s"))
     cell = aggregate(study)["stale4+bf16"]
     text = dict(claims(cell))
-    tails = " ".join(text["Smaller ratio tails with ALP (vs the same objective and clip without noise)"])
-    assert "`alp@rel0.01` vs `bypass`, ratio max: holds" in tails
+    tails = " ".join(text["Smaller ratio tails with ALP: the trainer's pi vs mu over training (vs the same "
+                          "objective and clip without noise)"])
+    assert "`alp@rel0.01` vs `bypass`, pi/mu max: holds" in tails
     assert "alp-token" not in tails  # its control alp-token@0 was not run
     assert "KL spikes: holds" in " ".join(text["Fewer KL spikes with ALP"])
+    loss = " ".join(text["Smaller ratio tails with ALP: the ratio inside the loss (pi_delta/mu vs the control's pi/mu)"])
+    assert "loss-ratio p99: no difference: equal in all 3 seeds" in loss
     seq = " ".join(text["Sequence-level ALP beats token-level ALP"])
     assert "held-out acc: holds" in seq
     better = text["Better final accuracy with ALP than the corrections in use"]

@@ -66,7 +66,9 @@ def test_task_seeds_depend_on_seed_and_step_only():
 def test_staleness_counts_sampled_tokens_only():
     from agentrl.trajectory import Trajectory
 
-    t = Trajectory(token_ids=[1, 2, 3, 4], loss_mask=[0, 1, 0, 1], behavior_logprobs=[0.0, -1.0, 0.0, -1.0],
-                   turn_ids=[0, 1, 1, 2], policy_version=[-1, 2, -1, 3], token_kinds=[0, 1, 2, 1], prompt_length=1)
-    assert staleness_of([t], 5) == pytest.approx(2.5)  # (5 - 2 + 5 - 3) / 2
-    assert staleness_of([], 5) == 0.0
+    t = Trajectory(token_ids=[1, 2, 3, 4, 5], loss_mask=[0, 1, 0, 1, 0], behavior_logprobs=[0.0, -1.0, 0.0, -1.0, 0.0],
+                   turn_ids=[0, 1, 1, 2, 3], policy_version=[-1, 2, -1, 3, 4], token_kinds=[0, 1, 2, 1, 3],
+                   prompt_length=1)
+    assert staleness_of([t], 5) == pytest.approx(2.0)  # sampled tokens, the masked void turn too: (3 + 2 + 1) / 3
+    excluded = Trajectory(**{**t.to_dict(), "info": {"excluded": True}})
+    assert staleness_of([excluded], 5) == 0.0 and staleness_of([], 5) == 0.0
