@@ -64,6 +64,9 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
     path = run_dir / "config.yaml"
     if not path.is_file():
+        if (run_dir / "study.json").is_file():
+            raise FileNotFoundError(f"{run_dir} is a study folder: pass one of its runs, "
+                                    f"{run_dir}/runs/<cell>/<method>/seed<k>")
         raise FileNotFoundError(f"{run_dir} has no config.yaml: pass a run directory (python -m agentrl.train or a "
                                 "study run folder)")
     return yaml.safe_load(path.read_text()) or {}

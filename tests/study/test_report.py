@@ -44,6 +44,7 @@ def make_study(root: Path) -> Path:
         "tis": lambda s: _rows(spiky, 0.2, 0.10 + 0.01 * s, 5.0),
         "alp@rel0.01": lambda s: _rows(quiet, 0.25, 0.15 + 0.01 * s + 0.002 * (s % 2), 2.0, sigma=0.01),
         "alp-token@rel0.01": lambda s: _rows(quiet, 0.2, 0.12 + 0.01 * s, 2.0, sigma=0.01),
+        "alp@abs0.05": lambda s: _rows(quiet, 0.1, 0.05 + 0.01 * s, 2.0, sigma=0.05),
     }
     layout = {"stale4+bf16": {"describe": "rollout weights 4 updates old, rollout model in bf16",
                               "methods": {m: {} for m in runs}, "aliases": {"alp@0": "bypass"},
@@ -73,7 +74,7 @@ def test_scalars_and_spike_threshold(tmp_path):
     study = load_study(make_study(tmp_path / "s"))
     assert study["incomplete"] == ["runs/stale4+bf16/gspo/seed0"]
     by_method = study["runs"]["stale4+bf16"]
-    assert set(by_method) == {"bypass", "tis", "alp@rel0.01", "alp-token@rel0.01"}
+    assert set(by_method) == {"bypass", "tis", "alp@rel0.01", "alp-token@rel0.01", "alp@abs0.05"}
     th = spike_threshold(by_method)
     assert th == pytest.approx(4 * 1e-3)  # the pooled median KL is 1e-3
     sc = run_scalars(by_method["bypass"][0], th)
@@ -109,6 +110,8 @@ def test_write_report_and_docs(tmp_path):
     assert "| `alp@rel0.01` | 3 |" in report and "Paired differences vs `bypass`" in report
     assert "Incomplete runs left out: runs/stale4+bf16/gspo/seed0" in report
     assert all(Path(p).is_file() for p in summary["plots"])
+    assert {Path(p).name for p in summary["plots"]} == {"stale4_bf16.png", "stale4_bf16-sigma.png"}
+    assert "sigma sweep](plots/stale4_bf16-sigma.png)" in report
     docs = tmp_path / "docs" / "results.md"
     docs.parent.mkdir()
     docs.write_text("# Results\n\n## Training-inference mismatch\n\nvLLM numbers stay.\n")
@@ -127,3 +130,10 @@ def test_write_report_and_docs(tmp_path):
 def test_not_a_study_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="study.json"):
         load_study(tmp_path)
+
+
+def test_drift_on_a_study_folder_points_to_its_runs(tmp_path):
+    from agentrl.study.drift import analyse
+
+    with pytest.raises(FileNotFoundError, match="is a study folder: pass one of its runs"):
+        analyse(make_study(tmp_path / "s"))
