@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Rebuild STUDY_DIR/report.md, summary.json and plots/ from its runs; with "
                        "--write-docs also the generated study section of docs/results.md.")
     r.add_argument("study_dir", type=Path, metavar="STUDY_DIR")
-    r.add_argument("--write-docs", nargs="?", const=DEFAULT_DOCS, type=Path, metavar="RESULTS_MD")
+    r.add_argument("--write-docs", nargs="?", const=DEFAULT_DOCS, type=Path, metavar="RESULTS_MD",
+                   help="also regenerate the study block of docs/results.md (or RESULTS_MD) and copy the plots")
     r.add_argument("--spike-factor", type=float, default=SPIKE_FACTOR,
                    help="KL spike: KL(mu||pi) above this many times the pooled median of the mismatch")
     return p
