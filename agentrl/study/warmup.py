@@ -3,8 +3,9 @@
 Every run of a study starts from the same weights, so the warm-up is computed once and kept under
 ``$AGENTRL_HOME/study/warmup/<preset>-<key>/`` (an ordinary HF checkpoint folder plus ``warmup.json``).
 The key hashes everything that shapes those weights, read from :mod:`agentrl.config` at run time (model,
-seed, the ``sft`` section, the env and the rollout limits the demonstrations are played with) and the base
-model's own fingerprint, so a change of the defaults builds a new folder instead of reusing a stale one.
+seed, the ``sft`` section, the env and the rollout limits the demonstrations are played with), the base
+model's own fingerprint and the source of :mod:`agentrl.sft`, so a change of the defaults or of the warm-up
+code builds a new folder instead of reusing a stale one.
 """
 
 from __future__ import annotations
@@ -38,9 +39,13 @@ def warmup_key(config: Any) -> dict[str, Any]:
         base = build_tiny(mc.path or mc.preset, seed=config.run.seed).name  # carries the tiny fingerprint
     else:
         base = str(mc.path)
+    import agentrl.sft
+
     ro = config.rollout
     return {
         "version": WARMUP_VERSION,
+        # the warm-up's code too: a change to how demonstrations are made or trained on rebuilds the cache
+        "sft_code": hashlib.sha256(Path(agentrl.sft.__file__).read_bytes()).hexdigest()[:12],
         "base": base,
         "dtype": mc.dtype,
         "seed": config.run.seed,

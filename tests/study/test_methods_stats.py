@@ -114,3 +114,18 @@ def test_spread_formats():
     assert spread([]).fmt() == "n/a"
     assert spread([0.5]).fmt() == "0.500"
     assert spread([1.0, 3.0]).fmt() == "2.000 ± 1.414"
+
+
+# ------------------------------------------------------------------------------------------------- warm-up
+def test_warmup_key_follows_the_config(tmp_path):
+    from agentrl.config import load_config
+    from agentrl.study.warmup import warmup_dir, warmup_key
+
+    base = load_config(None, [])
+    key = warmup_key(base)
+    assert key["sft"]["steps"] == base.sft.steps and key["seed"] == base.run.seed and key["sft_code"]
+    same = warmup_dir(load_config(None, []), tmp_path)
+    assert same == warmup_dir(base, tmp_path) and same.parent == tmp_path
+    assert warmup_dir(load_config(None, [f"sft.steps={base.sft.steps + 1}"]), tmp_path) != same
+    assert warmup_dir(load_config(None, ["env.kwargs={digits: [1, 2]}"]), tmp_path) != same
+    assert warmup_dir(load_config(None, ["learner.lr=0.5"]), tmp_path) == same  # RL settings do not matter
