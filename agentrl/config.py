@@ -99,7 +99,17 @@ class SFTConfig:
     batch_size: int = 32
     """Demonstrations per SFT step."""
     lr: float = 2e-3
-    """SFT learning rate (AdamW)."""
+    """SFT peak learning rate (AdamW)."""
+    copy_steps: int = 0
+    """Steps of a first stage on synthetic copy text (``<s> | <s>``, loss on the copy) before the demonstrations,
+    for a model that was never pretrained and so cannot copy from its context; 0 for a pretrained model."""
+    warmup: float = 0.0
+    """Fraction of the steps with a linear learning-rate warm-up."""
+    final_lr: float = 1.0
+    """Learning rate at the last step, as a fraction of ``lr`` (cosine decay after the warm-up; 1: constant)."""
+    stop_loss: float | None = None
+    """End the warm-up early once the mean loss of the last 20 steps is at or below this (``steps`` is then
+    the most it may take); null: always run ``steps``."""
 
 
 @dataclass
@@ -175,6 +185,11 @@ class TrainConfig:
                               f"{self.run.tasks_per_step} >= 1")
         if self.sft.steps > 0 and self.sft.demos < 1:
             raise ConfigError(f"sft.steps={self.sft.steps} needs sft.demos >= 1 (or set sft.steps=0)")
+        if not 0 <= self.sft.warmup < 1 or not 0 <= self.sft.final_lr <= 1:
+            raise ConfigError(f"sft.warmup={self.sft.warmup} must be in [0, 1) and sft.final_lr={self.sft.final_lr} "
+                              "in [0, 1] (fractions of sft.steps and of sft.lr)")
+        if self.sft.stop_loss is not None and self.sft.stop_loss <= 0:
+            raise ConfigError(f"sft.stop_loss={self.sft.stop_loss} must be > 0 (or null: no early stop)")
         if self.backend.kind == "openai" and not self.backend.urls:
             raise ConfigError("backend.kind=openai needs backend.urls (the /v1/completions servers)")
 

@@ -276,7 +276,7 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
     from agentrl.plots import plot_metrics
     from agentrl.rollout import RolloutManager, admit
     from agentrl.runtime import load_model, make_env_factory, sandbox_for
-    from agentrl.sft import make_demonstrations, sft
+    from agentrl.sft import warm_up
     from alp.learner import Learner
 
     started = time.perf_counter()
@@ -326,20 +326,16 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
             return result
 
         # ---- SFT warm-up (skipped when resuming: the checkpoint has it) -------------------------
+        sft_steps = 0
         if state is None and config.sft.steps > 0:
             base_backend = HFBackend(model, tokenizer, seed=config.run.seed)
             await run_eval(base_backend, "base")  # the untrained model, for the record
             await base_backend.aclose()
-            t0 = time.perf_counter()
-            demos = await make_demonstrations(train_env, tokenizer, config.sft.demos, seed=config.run.seed,
-                                              rollout=config.rollout)
-            bar = tqdm(total=config.sft.steps, desc="sft", disable=not config.run.progress, leave=False)
-            losses = sft(model, demos, steps=config.sft.steps, batch_size=config.sft.batch_size, lr=config.sft.lr,
-                         seed=config.run.seed, pad_id=tokenizer.pad_token_id,
-                         on_step=lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
-            bar.close()
-            log.info("sft: %d demonstrations, %d steps, loss %.3f -> %.3f (%.0f s)", len(demos), config.sft.steps,
-                     losses[0], losses[-1], time.perf_counter() - t0)
+            warm = await warm_up(model, tokenizer, train_env, config.sft, config.rollout, seed=config.run.seed,
+                                 progress=config.run.progress)
+            sft_steps = warm["steps"]
+            model.save_pretrained(run_dir / "sft")  # the RL start (version 0): for replay and comparisons
+            tokenizer.save_pretrained(run_dir / "sft")
 
         # A frozen copy of the starting policy, only when a KL-to-reference term is on (kl_coef > 0).
         ref_model = copy.deepcopy(model).eval().requires_grad_(False) if learner_cfg.kl_coef > 0 else None
@@ -493,7 +489,8 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
         print(f"[agentrl] held-out accuracy untrained {base['eval/accuracy']:.3f} -> after SFT "
               f"{before['eval/accuracy']:.3f} -> after RL {after['eval/accuracy']:.3f}")
     summary = {"run_dir": str(run_dir), "steps": config.run.steps, "wall_s": time.perf_counter() - started,
-               "before": before, "after": after, "plots": [str(p) for p in plots]}
+               "untrained": base or {}, "sft_steps": sft_steps, "before": before, "after": after,
+               "plots": [str(p) for p in plots]}
     if before and after:
         print(f"[agentrl] held-out accuracy {before['eval/accuracy']:.3f} -> {after['eval/accuracy']:.3f} | "
               f"tool-call rate {before['eval/tool_call_rate']:.2f} -> {after['eval/tool_call_rate']:.2f} | "

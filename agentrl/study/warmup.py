@@ -26,7 +26,7 @@ from agentrl.cache import agentrl_home
 
 log = logging.getLogger(__name__)
 
-WARMUP_VERSION = 1  # bump when this module changes what it writes
+WARMUP_VERSION = 2  # bump when this module changes what it writes
 WARMUP_FILE = "warmup.json"
 
 
@@ -74,33 +74,25 @@ def ensure_warmup(config: Any, *, root: Path | None = None, progress: bool = Fal
     if (target / WARMUP_FILE).is_file():
         return target
     import torch
-    from tqdm import tqdm
 
     from agentrl.runtime import load_model, make_env_factory
-    from agentrl.sft import make_demonstrations, sft
+    from agentrl.sft import warm_up
 
     t0 = time.perf_counter()
     mc = config.model
     torch.manual_seed(config.run.seed)
     model, tokenizer = load_model(mc.path, preset=mc.preset, seed=config.run.seed, dtype=mc.dtype, device="cpu")
-    losses: list[float] = []
-    n_demos = 0
-    if config.sft.steps > 0:
+    summary: dict[str, Any] = {}
+    if config.sft.steps > 0:  # the same warm-up as python -m agentrl.train
         env = make_env_factory(config.env.id, config.env.kwargs)
-        demos = asyncio.run(make_demonstrations(env, tokenizer, config.sft.demos, seed=config.run.seed,
-                                                rollout=config.rollout))
-        n_demos = len(demos)
-        bar = tqdm(total=config.sft.steps, desc="warm-up sft", disable=not progress, leave=False)
-        losses = sft(model, demos, steps=config.sft.steps, batch_size=config.sft.batch_size, lr=config.sft.lr,
-                     seed=config.run.seed, pad_id=tokenizer.pad_token_id, on_step=lambda s, loss: bar.update(1))
-        bar.close()
+        summary = asyncio.run(warm_up(model, tokenizer, env, config.sft, config.rollout, seed=config.run.seed,
+                                      progress=progress))
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:  # a temporary sibling renamed when complete: a crash never leaves a half-written entry
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        meta = {"key": warmup_key(config), "demos": n_demos, "sft_loss_first": losses[0] if losses else None,
-                "sft_loss_last": losses[-1] if losses else None, "seconds": time.perf_counter() - t0}
+        meta = {"key": warmup_key(config), **summary, "seconds": time.perf_counter() - t0}
         (tmp / WARMUP_FILE).write_text(json.dumps(meta, indent=2, default=str))
         if target.exists():
             shutil.rmtree(target)

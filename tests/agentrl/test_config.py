@@ -31,6 +31,9 @@ def test_yaml_then_overrides(tmp_path):
     ("rollout.temperature=0", "greedy"),
     ("backend.kind=openai", "backend.urls"),
     ("run.steps", "key=value"),
+    ("sft.warmup=1.5", "sft.warmup"),
+    ("sft.final_lr=2", "sft.final_lr"),
+    ("sft.stop_loss=0", "sft.stop_loss"),
 ])
 def test_bad_config_names_the_key(override, message):
     with pytest.raises(ConfigError, match=message):

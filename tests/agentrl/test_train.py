@@ -40,9 +40,10 @@ def _metrics(run_dir):
 
 
 def test_short_run_writes_the_run_directory(tmp_path, sandbox_url):
-    assert main(_args(tmp_path, sandbox_url, "run.steps=2", "run.save_every=1", "run.keep_last=1")) == 0
+    assert main(_args(tmp_path, sandbox_url, "run.steps=2", "run.save_every=1", "run.keep_last=1",
+                      "sft.copy_steps=2")) == 0
     run_dir = tmp_path / "tiny-arithmetic"
-    for name in ("config.yaml", "metrics.jsonl", "eval.json", "samples.txt", "tokenizer", "final",
+    for name in ("config.yaml", "metrics.jsonl", "eval.json", "samples.txt", "tokenizer", "final", "sft",
                  "trajectories/step_000000.jsonl", "plots/reward_accuracy.png", "plots/ratio.png",
                  "plots/sigma.png"):
         assert (run_dir / name).exists(), name
@@ -53,7 +54,7 @@ def test_short_run_writes_the_run_directory(tmp_path, sandbox_url):
             assert math.isfinite(row[key]), key
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step_000001"]  # keep_last=1
     evals = json.loads((run_dir / "eval.json").read_text())
-    assert {"before", "after"} <= set(evals) and "eval/pass@1" in evals["after"]
+    assert {"base", "before", "after"} <= set(evals) and "eval/pass@1" in evals["after"]
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(run_dir / "final") is not None

@@ -129,3 +129,20 @@ def test_warmup_key_follows_the_config(tmp_path):
     assert warmup_dir(load_config(None, [f"sft.steps={base.sft.steps + 1}"]), tmp_path) != same
     assert warmup_dir(load_config(None, ["env.kwargs={digits: [1, 2]}"]), tmp_path) != same
     assert warmup_dir(load_config(None, ["learner.lr=0.5"]), tmp_path) == same  # RL settings do not matter
+
+
+def test_ensure_warmup_builds_once_with_the_train_warm_up(tmp_path):
+    import json
+
+    from agentrl.config import load_config
+    from agentrl.runtime import sandbox_for
+    from agentrl.study.warmup import WARMUP_FILE, ensure_warmup
+
+    config = load_config(None, ["sft.steps=2", "sft.demos=4", "sft.batch_size=2", "sft.copy_steps=2"])
+    with sandbox_for(None):
+        folder = ensure_warmup(config, root=tmp_path)
+        meta = json.loads((folder / WARMUP_FILE).read_text())
+        assert meta["copy_steps"] == 2 and meta["steps"] == 2 and meta["demos"] == 4
+        stamp = (folder / WARMUP_FILE).stat().st_mtime_ns
+        assert ensure_warmup(config, root=tmp_path) == folder  # cached: not rebuilt
+        assert (folder / WARMUP_FILE).stat().st_mtime_ns == stamp
