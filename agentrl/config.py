@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from agentrl.rollout import RolloutConfig
+from agentrl.rollout.manager import RolloutConfig
 
 
 class ConfigError(ValueError):

@@ -26,7 +26,7 @@ import torch
 
 from agentrl.inference.scripted import ScriptedBackend
 from agentrl.rollout import RolloutConfig, RolloutManager
-from agentrl.trajectory import TokenKind, Trajectory
+from agentrl.rollout.trajectory import TokenKind, Trajectory
 
 log = logging.getLogger(__name__)
 

@@ -202,7 +202,7 @@ def _attach_learner_ratios(model: Any, trajectories: list[Any], rollout_cfg: Any
 
 
 def _write_trajectories(run_dir: Path, step: int, trajectories: list[Any], tokenizer: Any, n: int) -> None:
-    from agentrl.trajectory import write_jsonl
+    from agentrl.rollout.trajectory import write_jsonl
 
     if n <= 0:
         return

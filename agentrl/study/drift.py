@@ -111,7 +111,7 @@ def weight_versions(run_dir: Path, config: dict[str, Any]) -> dict[int, Path]:
 
 
 def load_trajectories(files: dict[int, Path], limit: int) -> tuple[list[Any], list[int]]:
-    from agentrl.trajectory import Trajectory
+    from agentrl.rollout.trajectory import Trajectory
 
     trajs, steps = [], []
     for step, path in sorted(files.items()):

@@ -129,7 +129,7 @@ def mismatch_stats(logp_pi: torch.Tensor, logp_mu: torch.Tensor, mask: torch.Ten
 def staleness_of(trajectories: list[Any], learner_version: int) -> float:
     """Mean over sampled tokens (in the loss or masked, e.g. void turns) of (learner version - the version of
     the weights that sampled the token); infrastructure failures are left out."""
-    from agentrl.trajectory import TokenKind
+    from agentrl.rollout.trajectory import TokenKind
 
     sampled = (TokenKind.SAMPLED, TokenKind.MASKED)
     lags = [learner_version - v for t in trajectories if not t.info.get("excluded")
@@ -157,9 +157,9 @@ async def train_run(spec: RunSpec, *, on_step: Any = None) -> dict[str, Any]:
     from agentrl.inference.hf import HFBackend
     from agentrl.inference.mismatch import MismatchSpec, make_rollout_backend
     from agentrl.rollout import RolloutManager
+    from agentrl.rollout.trajectory import write_jsonl
     from agentrl.runtime import load_model, make_env_factory
     from agentrl.train import to_train_batch
-    from agentrl.trajectory import write_jsonl
     from alp.config import LearnerConfig
     from alp.learner import Learner
 

@@ -5,7 +5,7 @@ Layout (written by ``agentrl.train``)::
     RUN_DIR/config.yaml               resolved config
     RUN_DIR/metrics.jsonl             one JSON object per step
     RUN_DIR/eval.json                 optional {"before": {...}, "after": {...}}
-    RUN_DIR/trajectories/step_N.jsonl one Trajectory per line (agentrl.trajectory.write_jsonl)
+    RUN_DIR/trajectories/step_N.jsonl one Trajectory per line (agentrl.rollout.trajectory.write_jsonl)
     RUN_DIR/tokenizer/                Hugging Face tokenizer folder, for display text
 
 Everything is read on demand; nothing here holds a whole run's episodes in memory.
@@ -24,7 +24,7 @@ from agentrl.view.metrics import MetricSeries, read_metrics
 from agentrl.view.tokens import TokenText
 
 KIND_NAMES = ("prompt", "sampled", "observation", "masked")
-"""TokenKind values 0..3 by name (agentrl.trajectory.TokenKind), as the page labels them."""
+"""TokenKind values 0..3 by name (agentrl.rollout.trajectory.TokenKind), as the page labels them."""
 
 
 def _clean(value: Any) -> Any:

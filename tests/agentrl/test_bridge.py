@@ -1,7 +1,7 @@
 import pytest
 
-from agentrl.bridge import ChatBridge, EpisodeTokens, TemplateDriftError
-from agentrl.trajectory import TokenKind
+from agentrl.rollout.bridge import ChatBridge, EpisodeTokens, TemplateDriftError
+from agentrl.rollout.trajectory import TokenKind
 
 SYSTEM = {"role": "system", "content": "Solve it. Run python in ```python blocks."}
 USER = {"role": "user", "content": "What is 1234 * 5678? (ünïcode ✓)"}

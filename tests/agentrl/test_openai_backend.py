@@ -31,7 +31,7 @@ from agentrl.inference.openai import (
     parse_token,
 )
 from agentrl.rollout import RolloutConfig, RolloutManager
-from agentrl.trajectory import TokenKind
+from agentrl.rollout.trajectory import TokenKind
 
 MODEL_NAME = "tiny-policy"
 

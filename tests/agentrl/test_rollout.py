@@ -17,7 +17,7 @@ from agentrl.inference.base import Completion, SamplingParams
 from agentrl.inference.hf import HFBackend
 from agentrl.inference.scripted import ScriptedBackend
 from agentrl.rollout import RolloutConfig, RolloutManager, admit
-from agentrl.trajectory import TokenKind
+from agentrl.rollout.trajectory import TokenKind
 
 
 class CalcEnv:
@@ -237,7 +237,7 @@ async def test_no_callback_blocks_the_event_loop(tiny, caplog):
 
 
 def test_staleness_admission(tiny_tokenizer):
-    from agentrl.bridge import ChatBridge, EpisodeTokens
+    from agentrl.rollout.bridge import ChatBridge, EpisodeTokens
 
     bridge = ChatBridge(tiny_tokenizer)
 

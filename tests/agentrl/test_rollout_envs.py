@@ -12,8 +12,8 @@ import envs
 from agentrl.inference.hf import HFBackend
 from agentrl.inference.scripted import ScriptedBackend
 from agentrl.rollout import RolloutConfig, RolloutManager
+from agentrl.rollout.trajectory import TokenKind
 from agentrl.sft import solver_policy
-from agentrl.trajectory import TokenKind
 
 
 @pytest.fixture(scope="module")

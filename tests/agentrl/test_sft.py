@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
+from agentrl.rollout.trajectory import TokenKind, Trajectory
 from agentrl.sft import STOP_WINDOW, copy_examples, lr_factor, sft
-from agentrl.trajectory import TokenKind, Trajectory
 
 
 def test_lr_factor_warms_up_then_decays_to_the_final_fraction():

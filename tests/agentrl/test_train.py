@@ -58,7 +58,7 @@ def test_short_run_writes_the_run_directory(tmp_path, sandbox_url):
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(run_dir / "final") is not None
-    from agentrl.trajectory import read_jsonl
+    from agentrl.rollout.trajectory import read_jsonl
 
     logged = read_jsonl(run_dir / "trajectories/step_000000.jsonl")
     assert logged

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from agentrl.trajectory import TokenKind, Trajectory, TrajectoryError, read_jsonl, write_jsonl
+from agentrl.rollout.trajectory import TokenKind, Trajectory, TrajectoryError, read_jsonl, write_jsonl
 
 P, S, OB, M = TokenKind.PROMPT, TokenKind.SAMPLED, TokenKind.OBSERVATION, TokenKind.MASKED
 

@@ -12,8 +12,8 @@ import yaml
 
 from agentrl.inference.base import SamplingParams
 from agentrl.inference.mismatch import MismatchSpec, make_rollout_backend
+from agentrl.rollout.trajectory import Trajectory, write_jsonl
 from agentrl.study.drift import analyse, to_markdown, weight_versions
-from agentrl.trajectory import Trajectory, write_jsonl
 
 OBSERVATION = [10, 11, 12, 13]  # stand-in tool-output tokens (masked)
 

@@ -64,7 +64,7 @@ def test_task_seeds_depend_on_seed_and_step_only():
 
 
 def test_staleness_counts_sampled_tokens_only():
-    from agentrl.trajectory import Trajectory
+    from agentrl.rollout.trajectory import Trajectory
 
     t = Trajectory(token_ids=[1, 2, 3, 4, 5], loss_mask=[0, 1, 0, 1, 0], behavior_logprobs=[0.0, -1.0, 0.0, -1.0, 0.0],
                    turn_ids=[0, 1, 1, 2, 3], policy_version=[-1, 2, -1, 3, 4], token_kinds=[0, 1, 2, 1, 3],

@@ -26,7 +26,7 @@ from viewer_fixtures import (
     write_metrics,
 )
 
-from agentrl.trajectory import write_jsonl
+from agentrl.rollout.trajectory import write_jsonl
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from viewer_fixtures import HOSTILE, HOSTILE_STEP, HUGE_LINE, LOGGED_STEPS, NUM_METRIC_STEPS
 
-from agentrl.trajectory import TokenKind, read_jsonl
+from agentrl.rollout.trajectory import TokenKind, read_jsonl
 from agentrl.view.app import create_app
 from agentrl.view.export import export, script_json
 from agentrl.view.index import EpisodeIndex, EpisodeNotFound, EpisodeQuery, scan_fields, scan_fields_plain

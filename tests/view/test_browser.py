@@ -12,7 +12,7 @@ import time
 import pytest
 from viewer_fixtures import HOSTILE, HOSTILE_STEP, HUGE_LINE, browser_missing
 
-from agentrl.trajectory import TokenKind, read_jsonl
+from agentrl.rollout.trajectory import TokenKind, read_jsonl
 
 pytestmark = [
     pytest.mark.browser,

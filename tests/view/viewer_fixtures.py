@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from agentrl.bridge import ChatBridge, EpisodeTokens
+from agentrl.rollout.bridge import ChatBridge, EpisodeTokens
 
 # Debian's packages (chromium, chromium-driver); other systems point the environment variables elsewhere.
 CHROMIUM = Path(os.environ.get("AGENTRL_CHROMIUM", "/usr/bin/chromium"))

@@ -101,7 +101,7 @@ async def test_stop_ids_and_stop_strings_are_kept(engine, hf_tiny):
 
 async def test_rollout_trajectories_meet_the_invariants(engine, hf_tiny):
     from agentrl.rollout import RolloutConfig, RolloutManager
-    from agentrl.trajectory import TokenKind
+    from agentrl.rollout.trajectory import TokenKind
 
     model, tok = hf_tiny
     calls: list[tuple[tuple[int, ...], list[int]]] = []

@@ -6,7 +6,7 @@ For a batch of tasks x ``n_samples`` (GRPO groups) it runs episodes concurrently
         generate one assistant turn -> env.astep(text) -> append observation tokens (masked)
     } until terminated, truncated, max_turns, the context budget, or the wall-clock limit
 
-and returns one :class:`~agentrl.trajectory.Trajectory` per episode plus rollout metrics.
+and returns one :class:`~agentrl.rollout.trajectory.Trajectory` per episode plus rollout metrics.
 
 Stop reasons: ``stop`` (the env terminated: an answer), ``max_turns`` (the env or the manager truncated),
 ``length`` (the context budget ran out), ``timeout`` (wall-clock limit), ``tool_error`` (the sandbox failed
@@ -28,9 +28,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentrl.bridge import ChatBridge, EpisodeTokens
 from agentrl.inference.base import Backend, SamplingParams
-from agentrl.trajectory import Trajectory
+from agentrl.rollout.bridge import ChatBridge, EpisodeTokens
+from agentrl.rollout.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from agentrl.trajectory import TokenKind, Trajectory
+from agentrl.rollout.trajectory import TokenKind, Trajectory
 
 log = logging.getLogger(__name__)
 
