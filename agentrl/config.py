@@ -1,19 +1,26 @@
-"""Training configuration: one dataclass per component, YAML files, dotted command-line overrides.
+"""Training configuration: one dataclass per component, recipe YAML files, dotted command-line overrides.
 
-    python -m agentrl.train --config configs/tiny_cpu.yaml learner.lr=1e-6 env.id=agentrl/Math-v0
+    python -m agentrl.train                                   # the recipe tiny_cpu: the CPU demo
+    python -m agentrl.train --config qwen2.5-7b-python-tool learner.lr=2e-6
+    python -m agentrl.train --config my_run.yaml env.id=agentrl/Math-v0
 
-Resolution order: the defaults below, then the YAML file, then ``key=value`` overrides (values parsed as
+Where each value comes from, in order: the dataclass defaults below (the one place a default lives: a
+value a recipe does not set means this), then one recipe (a YAML file; a bare name picks one shipped in
+agentrl/configs/, and no ``--config`` means ``tiny_cpu``), then ``key=value`` overrides (values parsed as
 YAML, so ``3``, ``1e-6``, ``true``, ``null``, ``[1, 2]`` work). Unknown keys fail with the closest valid
 key; a value of the wrong type fails naming the key and the expected type; impossible combinations fail
-before any work starts. The resolved config is written to the run directory and stored in checkpoints.
+when the config is built, before any work starts. The resolved config is written to the run directory
+and stored in checkpoints.
 
 The ``learner`` section takes ``preset`` (a name from ``alp.presets``: alp, alp-token, bypass, tis, ...)
-plus any ``alp.LearnerConfig`` field as an override of that preset.
+plus any ``alp.LearnerConfig`` field as an override of that preset; a field it does not set is the
+preset's value (alp/presets.py over alp/config.py), never a value from another recipe.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 import types
 import typing
@@ -25,6 +32,11 @@ import yaml
 
 from agentrl.rollout.manager import RolloutConfig
 
+RECIPES_DIR = Path(__file__).with_name("configs")
+"""The shipped recipes: ``--config NAME`` reads RECIPES_DIR/NAME.yaml."""
+DEFAULT_RECIPE = "tiny_cpu"
+"""The recipe of a bare ``python -m agentrl.train``: a tiny local model learns the Python tool on CPU."""
+
 
 class ConfigError(ValueError):
     """A bad configuration: the message names the key, what was wrong and how to fix it."""
@@ -32,8 +44,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class RunConfig:
-    name: str = "tiny-arithmetic"
-    """Run name; the run directory is output_dir/name."""
+    name: str = "agentrl"
+    """Run name; the run directory is output_dir/name (-1, -2, ... when it exists)."""
     output_dir: str = "runs"
     """Parent folder of run directories."""
     seed: int = 0
@@ -72,10 +84,8 @@ class ModelConfig:
 class EnvConfig:
     id: str = "agentrl/Arithmetic-v0"
     """A registered env id or module:Class."""
-    kwargs: dict[str, Any] = field(default_factory=lambda: {"digits": [1, 2], "system_prompt": ""})
-    """Keyword arguments for the training env (the CPU default: 1-2 digit operands and no system prompt,
-    since the SFT warm-up teaches the format and shorter episodes train faster on 2 cores; with 3-digit
-    operands the tiny model copies 6-digit results and scores about half as well in the same time)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the training env (its own defaults when empty)."""
     eval_kwargs: dict[str, Any] = field(default_factory=lambda: {"split": "test"})
     """Overrides of kwargs for the held-out evaluation env."""
 
@@ -85,30 +95,30 @@ class SandboxConfig:
     url: str | None = None
     """Sandbox URL; null: $AGENTRL_SANDBOX_URL, else http://127.0.0.1:8080 if healthy, else embedded."""
     token: str | None = None
-    """Bearer token for the sandbox, if it requires one."""
+    """Bearer token for the sandbox, if it requires one (null: $AGENTRL_SANDBOX_TOKEN if set)."""
 
 
 @dataclass
 class SFTConfig:
-    steps: int = 700
-    """Warm-up steps on synthetic tool-use demonstrations before RL (0: none); with ``stop_loss``, the most it
-    may take. The tiny model needs to copy digits (question -> code, tool output -> answer), which it starts
-    doing after 400-1000 steps here depending on the batch order, or far sooner after the copy stage."""
+    steps: int = 0
+    """Warm-up steps on synthetic tool-use demonstrations before RL (0: none, right for a model that already
+    follows the tool format); with ``stop_loss``, the most it may take."""
     demos: int = 2000
     """Demonstration episodes, produced through the real env and sandbox by a scripted solver (enough that
     memorising them is harder than learning to copy)."""
     batch_size: int = 32
     """Demonstrations per SFT step."""
-    lr: float = 2e-3
+    lr: float = 1e-5
     """SFT peak learning rate (AdamW)."""
-    copy_steps: int = 300
+    copy_steps: int = 0
     """Steps of a first stage on synthetic copy text (``<s> | <s>``, loss on the copy) before the demonstrations,
-    for a model that was never pretrained and so cannot copy from its context; 0 for a pretrained model."""
+    for a model that was never pretrained and so cannot copy from its context (the tiny models); 0 for a
+    pretrained model."""
     warmup: float = 0.0
     """Fraction of the steps with a linear learning-rate warm-up."""
     final_lr: float = 1.0
     """Learning rate at the last step, as a fraction of ``lr`` (cosine decay after the warm-up; 1: constant)."""
-    stop_loss: float | None = 0.06
+    stop_loss: float | None = None
     """End the warm-up early once the mean loss of the last 20 steps is at or below this (``steps`` is then
     the most it may take); null: always run ``steps``."""
 
@@ -144,11 +154,8 @@ class LearnerSection:
     preset: str = "alp"
     """A learner preset from alp.presets (alp, alp-token, alp-late, alp-logits, bypass, tis, mis, icepop, gspo,
     ppo-decoupled); every other key here overrides one alp.LearnerConfig field of it."""
-    overrides: dict[str, Any] = field(default_factory=lambda: {"lr": 1e-4, "mini_batch_size": None})
-    """The CPU default's overrides: a tiny model wants a far larger lr than the paper's 1e-6 for 7B; one
-    update per rollout (measured here: lr 3e-4 with 4 updates per rollout did not improve accuracy, lr 1e-4
-    with one did). Keys given in a config file or on the command line win, so
-    a config for a real model must set lr and mini_batch_size (the ones in configs/ do)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """alp.LearnerConfig fields set on top of the preset (what the recipe and the command line give)."""
 
     def build(self):  # -> alp.LearnerConfig
         from alp.presets import get_preset
@@ -166,8 +173,7 @@ class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
-    rollout: RolloutConfig = field(default_factory=lambda: RolloutConfig(
-        n_samples=8, max_turns=3, max_new_tokens=48, max_context_tokens=512, temperature=1.0, concurrency=64))
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     learner: LearnerSection = field(default_factory=LearnerSection)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -193,6 +199,19 @@ class TrainConfig:
             raise ConfigError(f"sft.stop_loss={self.sft.stop_loss} must be > 0 (or null: no early stop)")
         if self.backend.kind == "openai" and not self.backend.urls:
             raise ConfigError("backend.kind=openai needs backend.urls (the /v1/completions servers)")
+        if self.backend.kind != "hf":
+            raise ConfigError(f"backend.kind={self.backend.kind}: only the hf backend trains from "
+                              "python -m agentrl.train today; see docs/inference.md for vLLM and OpenAI-server "
+                              "rollouts outside training")
+        if self.run.save_every < 0 or self.run.keep_last < 1 or self.run.log_trajectories < 0:
+            raise ConfigError(f"run.save_every={self.run.save_every} must be >= 0, run.keep_last="
+                              f"{self.run.keep_last} >= 1 and run.log_trajectories={self.run.log_trajectories} >= 0")
+        for flag, package in (("tensorboard", "tensorboard"), ("wandb", "wandb")):
+            if getattr(self.run, flag) and importlib.util.find_spec(package) is None:
+                raise ConfigError(f"run.{flag}=true needs the {package} package: pip install {package}")
+        if self.eval.tasks < 0 or self.eval.samples < 1 or self.eval.temperature < 0 or self.eval.every < 0:
+            raise ConfigError(f"eval.tasks={self.eval.tasks} must be >= 0, eval.samples={self.eval.samples} >= 1, "
+                              f"eval.temperature={self.eval.temperature} >= 0 and eval.every={self.eval.every} >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -306,7 +325,7 @@ def _learner_section(data: dict[str, Any]) -> LearnerSection:
         if not _type_ok(value, hints[key]):
             raise ConfigError(f"learner.{key}={value!r} has the wrong type: expected {_type_name(hints[key])}")
         data[key] = _coerce(value, hints[key])
-    return LearnerSection(preset=preset, overrides={**LearnerSection().overrides, **data})
+    return LearnerSection(preset=preset, overrides=data)
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -334,20 +353,37 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Defaults <- YAML file <- ``key=value`` overrides, validated (raises ConfigError)."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections (run, model, env, ...)")
-        tree = loaded
+def recipes() -> list[str]:
+    """Names of the shipped recipes (agentrl/configs/*.yaml)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(recipe: str | Path) -> Path:
+    """A recipe's file: an existing path as given, else a shipped recipe's name (with or without .yaml)."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    close = difflib.get_close_matches(path.stem, recipes(), n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close and path.parent == Path(".") else ""
+    raise ConfigError(f"config file {recipe} does not exist (shipped recipes: {', '.join(recipes())}).{hint}")
+
+
+def load_config(recipe: str | Path | None = DEFAULT_RECIPE,
+                overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Dataclass defaults <- a recipe file <- ``key=value`` overrides, validated (raises ConfigError).
+
+    ``recipe``: a YAML path or a shipped recipe's name; None means the default recipe, as on the command line.
+    """
+    path = recipe_path(DEFAULT_RECIPE if recipe is None else recipe)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (run, model, env, ...)")
     return config_from_dict(apply_overrides(tree, overrides))
 
 

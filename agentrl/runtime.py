@@ -11,9 +11,13 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+EnvFactory = Callable[[], Any]
+"""A zero-argument factory of fresh environments (``make_env_factory``)."""
+
 log = logging.getLogger(__name__)
 
 ENV_SANDBOX_URL = "AGENTRL_SANDBOX_URL"
+ENV_SANDBOX_TOKEN = "AGENTRL_SANDBOX_TOKEN"
 COMPOSE_SANDBOX_URL = "http://127.0.0.1:8080"  # where `docker compose up sandbox` publishes it
 DEFAULT_PROBE_TIMEOUT_S = 0.5
 
@@ -53,8 +57,24 @@ def _healthy(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def sandbox_for(url: str | None) -> Iterator[str]:
-    """The sandbox URL to use, exported as $AGENTRL_SANDBOX_URL for the envs while the block runs.
+def _exported(name: str, value: str | None) -> Iterator[None]:
+    """``value`` in the environment variable ``name`` while the block runs (None: left as it is)."""
+    previous = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+@contextlib.contextmanager
+def sandbox_for(url: str | None, *, token: str | None = None) -> Iterator[str]:
+    """The sandbox URL to use, exported as $AGENTRL_SANDBOX_URL (and ``token`` as $AGENTRL_SANDBOX_TOKEN)
+    for the envs while the block runs.
 
     Order: ``url``, else $AGENTRL_SANDBOX_URL, else the docker compose service at 127.0.0.1:8080 if it
     answers /health, else an embedded server started here and stopped when the block exits.
@@ -67,22 +87,18 @@ def sandbox_for(url: str | None) -> Iterator[str]:
     if chosen is None:
         from tools.embedded import EmbeddedSandbox
 
-        embedded = EmbeddedSandbox().start()
+        embedded = (EmbeddedSandbox(token=token) if token else EmbeddedSandbox()).start()
         chosen = embedded.url
         log.info("started an embedded sandbox at %s", chosen)
-    os.environ[ENV_SANDBOX_URL] = chosen
     try:
-        yield chosen
+        with _exported(ENV_SANDBOX_URL, chosen), _exported(ENV_SANDBOX_TOKEN, token):
+            yield chosen
     finally:
-        if previous is None:
-            os.environ.pop(ENV_SANDBOX_URL, None)
-        else:
-            os.environ[ENV_SANDBOX_URL] = previous
         if embedded is not None:
             embedded.stop()
 
 
-def make_env_factory(env_id: str, kwargs: dict[str, Any] | None = None) -> Callable[[], Any]:
+def make_env_factory(env_id: str, kwargs: dict[str, Any] | None = None) -> EnvFactory:
     """A zero-argument factory of fresh envs; fails now (not per episode) if the id or kwargs are bad."""
     import envs
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-__all__ = ["TrainBatch"]
+__all__ = ["TrainBatch", "pack_micro_batches"]
 
 
 def _pad(rows: Sequence[Sequence[float]], dtype: torch.dtype, width: int) -> torch.Tensor:
@@ -180,3 +180,22 @@ class TrainBatch:
             v = getattr(self, f.name)
             kw[f.name] = v[index] if isinstance(v, torch.Tensor) else v
         return TrainBatch(**kw)
+
+
+def pack_micro_batches(lengths: torch.Tensor, rows: torch.Tensor, token_budget: int) -> list[torch.Tensor]:
+    """Split `rows` into micro-batches whose padded size (count x longest) fits `token_budget`.
+
+    Rows are sorted by length (longest first, ties by position) so padding stays small; a row longer
+    than the budget gets a micro-batch of its own. Deterministic.
+    """
+    lens = lengths[rows].tolist()
+    order = sorted(range(len(lens)), key=lambda i: (-lens[i], i))
+    out: list[list[int]] = []
+    width = 0
+    for i in order:
+        if out and (len(out[-1]) + 1) * width <= token_budget:
+            out[-1].append(i)
+        else:
+            out.append([i])
+            width = lens[i]
+    return [rows[torch.tensor(mb, dtype=torch.long)] for mb in out]

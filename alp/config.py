@@ -7,10 +7,10 @@ alp/presets.py.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from alp.advantages import ESTIMATORS
-from alp.losses import CORRECTIONS, KL_ESTIMATORS, LOSS_AGG_MODES, RATIO_LEVELS
+from alp.losses import CORRECTIONS, KL_ESTIMATORS, LOSS_AGG_MODES, RATIO_LEVELS, LossSpec
 from alp.perturb import LAYER_MODES
 
 __all__ = ["LearnerConfig"]
@@ -181,6 +181,10 @@ class LearnerConfig:
     def perturbs(self) -> bool:
         """True when the update forward is perturbed."""
         return self.perturb_layers != "none"
+
+    def loss_spec(self) -> LossSpec:
+        """The settings the policy loss reads, as the frozen record alp.losses takes."""
+        return LossSpec(**{f.name: getattr(self, f.name) for f in fields(LossSpec)})
 
     def to_dict(self) -> dict:
         """Plain dict (for checkpoints and metrics files)."""

@@ -24,32 +24,14 @@ import torch
 from torch import nn
 
 from alp.advantages import broadcast_advantages, compute_advantages
-from alp.batch import TrainBatch
+from alp.batch import TrainBatch, pack_micro_batches
 from alp.config import LearnerConfig
-from alp.logprobs import chosen_logprobs, sampling_distribution, sampling_logprobs
+from alp.logprobs import score, token_logprobs
 from alp.losses import aggregate, kl_penalty, mismatch_kl, policy_loss
 from alp.perturb import LayerPerturbation, noise_key
+from alp.stats import quantiles
 
-__all__ = ["Learner", "pack_micro_batches"]
-
-
-def pack_micro_batches(lengths: torch.Tensor, rows: torch.Tensor, token_budget: int) -> list[torch.Tensor]:
-    """Split `rows` into micro-batches whose padded size (count x longest) fits `token_budget`.
-
-    Rows are sorted by length (longest first, ties by position) so padding stays small; a row longer
-    than the budget gets a micro-batch of its own. Deterministic.
-    """
-    lens = lengths[rows].tolist()
-    order = sorted(range(len(lens)), key=lambda i: (-lens[i], i))
-    out: list[list[int]] = []
-    width = 0
-    for i in order:
-        if out and (len(out[-1]) + 1) * width <= token_budget:
-            out[-1].append(i)
-        else:
-            out.append([i])
-            width = lens[i]
-    return [rows[torch.tensor(mb, dtype=torch.long)] for mb in out]
+__all__ = ["Learner"]
 
 
 class _Sums:
@@ -126,33 +108,13 @@ class Learner:
                 getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
             )
             enable()
+        self.loss_spec = config.loss_spec()
         self.step = 0
 
-    # ------------------------------------------------------------------ scoring
-    def _logprobs(
-        self, logits: torch.Tensor, ids: torch.Tensor, batch: TrainBatch
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logprobs [b, T], entropy [b, T]) under the rollout's sampling distribution."""
-        kw = {"temperature": batch.temperature, "top_p": batch.top_p, "top_k": batch.top_k}
-        if self.config.logprob_chunk_tokens > 0:
-            return chosen_logprobs(logits, ids, chunk_tokens=self.config.logprob_chunk_tokens, **kw)
-        logp = sampling_logprobs(logits, ids, **kw)  # [b, T]
-        dist = sampling_distribution(logits[:, :-1], **kw)  # [b, T-1, V]
-        ent = -(dist.exp() * dist.masked_fill(torch.isinf(dist), 0.0)).sum(-1)  # [b, T-1]
-        return logp, nn.functional.pad(ent, (1, 0))
-
-    @torch.no_grad()
     def _score(self, model: nn.Module, batch: TrainBatch) -> torch.Tensor:
         """Unperturbed logprobs [B, T] of every token (pi_old or the reference), no grad."""
-        assert batch.lengths is not None
-        out = torch.zeros_like(batch.behavior_logprobs)  # [B, T]
-        rows = torch.arange(len(batch), device=batch.token_ids.device)
-        for mb in pack_micro_batches(batch.lengths, rows, self.config.micro_batch_tokens):
-            width = int(batch.lengths[mb].max())
-            ids = batch.token_ids[mb, :width]  # [b, T]
-            logits = model(input_ids=ids, use_cache=False).logits  # [b, T, V]
-            out[mb, :width] = self._logprobs(logits, ids, batch)[0].float()
-        return out
+        return score(model, batch, micro_batch_tokens=self.config.micro_batch_tokens,
+                     chunk_tokens=self.config.logprob_chunk_tokens)
 
     # ------------------------------------------------------------------ update
     def update(self, batch: TrainBatch) -> dict[str, float]:
@@ -232,29 +194,12 @@ class Learner:
             )
             with ctx:
                 logits = self.model(input_ids=ids, use_cache=False).logits  # [b, T, V]
-                logp, ent = self._logprobs(logits, ids, batch)  # [b, T], [b, T]
-                logp = logp.float()
+                logp, ent = token_logprobs(logits, ids, temperature=batch.temperature, top_p=batch.top_p,
+                                           top_k=batch.top_k, chunk_tokens=cfg.logprob_chunk_tokens)
+                logp = logp.float()  # [b, T]
                 loss, m = policy_loss(
-                    cfg.correction,
-                    logp,
-                    old if old is not None else behavior,
-                    adv_tok[mb, :width],
-                    mask,
-                    logp_behavior=behavior,
-                    logp_old=old,
-                    ratio_level=cfg.ratio_level,
-                    log_ratio_clamp=cfg.log_ratio_clamp,
-                    epsilon_low=cfg.epsilon_low,
-                    epsilon_high=cfg.epsilon_high,
-                    dual_clip=cfg.dual_clip,
-                    tis_cap=cfg.tis_cap,
-                    mis_low=cfg.mis_low,
-                    mis_high=cfg.mis_high,
-                    icepop_low=cfg.icepop_low,
-                    icepop_high=cfg.icepop_high,
-                    loss_agg_mode=cfg.loss_agg_mode,
-                    num_tokens=n_tok,
-                    num_seqs=n_seq,
+                    self.loss_spec, logp, old if old is not None else behavior, adv_tok[mb, :width], mask,
+                    logp_behavior=behavior, logp_old=old, num_tokens=n_tok, num_seqs=n_seq,
                 )
                 agg = {"mode": cfg.loss_agg_mode, "num_tokens": n_tok, "num_seqs": n_seq}
                 total = loss
@@ -331,13 +276,8 @@ class Learner:
             out["ratio/std"] = float(r.std()) if r.numel() > 1 else 0.0
             out["ratio/min"] = float(r.min())
             out["ratio/max"] = float(r.max())
-            srt = torch.sort(r).values
-            for q in cfg.ratio_quantiles:
-                # linear interpolation, as torch.quantile, without its 16M-element limit
-                pos = q * (srt.numel() - 1)
-                lo = math.floor(pos)
-                hi = min(lo + 1, srt.numel() - 1)
-                out[f"ratio/q{round(q * 100):02d}"] = float(srt[lo] + (srt[hi] - srt[lo]) * (pos - lo))
+            for q, v in zip(cfg.ratio_quantiles, quantiles(r, cfg.ratio_quantiles), strict=True):
+                out[f"ratio/q{round(q * 100):02d}"] = v
         corr = sums.values.get("values/correction_ratio")
         if corr:
             c = torch.cat(corr).double()

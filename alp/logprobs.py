@@ -20,18 +20,24 @@ and `chosen_logprobs` (memory-lean: a custom autograd function that keeps only t
 and a [B, T] log-normaliser, computes softmax chunk by chunk over T in forward and backward, and returns
 the entropy of the same distribution from the same pass). Tests check that they agree in value and
 gradient. The lean path handles temperature only; with top_k/top_p it falls back to the plain path per
-chunk.
+chunk. `token_logprobs` picks between them (logprobs and entropy with gradients, what the learner trains
+on) and `score` is the one no-grad scorer of a whole TrainBatch (pi_old, the reference model, mismatch
+diagnostics, the drift lab).
 """
 
 from __future__ import annotations
 
 import torch
 
+from alp.batch import TrainBatch, pack_micro_batches
+
 __all__ = [
     "sampling_distribution",
     "sampling_logprobs",
     "chosen_logprobs",
     "entropy_from_logits",
+    "token_logprobs",
+    "score",
 ]
 
 
@@ -193,3 +199,55 @@ def chosen_logprobs(
         return torch.cat([pad, *lps], dim=1), torch.cat([pad, *ents], dim=1)
     out, ent = _ChosenLogprobs.apply(logits, token_ids, float(temperature), int(chunk_tokens))
     return out, ent
+
+
+def token_logprobs(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    chunk_tokens: int = 512,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logprobs [B, T], entropy [B, T]) under the sampling distribution, with gradients.
+
+    chunk_tokens > 0: the lean path (`chosen_logprobs`); 0: the plain path (`sampling_logprobs`, and the
+    entropy of the same truncated distribution). Both give the same values and gradients.
+    """
+    kw = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
+    if chunk_tokens > 0:
+        return chosen_logprobs(logits, token_ids, chunk_tokens=chunk_tokens, **kw)
+    logp = sampling_logprobs(logits, token_ids, **kw)  # [B, T]
+    dist = sampling_distribution(logits[:, :-1], **kw)  # [B, T-1, V]
+    ent = -(dist.exp() * dist.masked_fill(torch.isinf(dist), 0.0)).sum(-1)  # [B, T-1]
+    return logp, torch.nn.functional.pad(ent, (1, 0))  # [B, T], [B, T]
+
+
+@torch.no_grad()
+def score(
+    model: torch.nn.Module,
+    batch: TrainBatch,
+    *,
+    micro_batch_tokens: int = 8192,
+    chunk_tokens: int = 0,
+) -> torch.Tensor:
+    """log p(token | prefix) [B, T] of every token of `batch` under its sampling settings; no grad.
+
+    The model is called as it is (no perturbation is installed here, and its train/eval mode is the
+    caller's). Rows are packed into micro-batches of at most `micro_batch_tokens` padded tokens
+    (`pack_micro_batches`; 1 scores every sequence alone); entries beyond a row's length are 0.
+    """
+    assert batch.lengths is not None
+    device = next(model.parameters()).device
+    out = torch.zeros(batch.token_ids.shape, dtype=torch.float32)  # [B, T]
+    rows = torch.arange(len(batch))
+    for mb in pack_micro_batches(batch.lengths, rows, micro_batch_tokens):
+        width = int(batch.lengths[mb].max())
+        ids = batch.token_ids[mb, :width].to(device)  # [b, T]
+        logits = model(input_ids=ids, use_cache=False).logits  # [b, T, V]
+        logp, _ = token_logprobs(logits, ids, temperature=batch.temperature, top_p=batch.top_p,
+                                 top_k=batch.top_k, chunk_tokens=chunk_tokens)
+        real = torch.arange(width) < batch.lengths[mb].cpu().unsqueeze(1)  # [b, T] False on padding
+        out[mb, :width] = torch.where(real, logp.float().cpu(), 0.0)
+    return out.to(batch.token_ids.device)

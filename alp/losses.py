@@ -14,7 +14,8 @@ Ratio levels (`ratio_level`), each a per-token log-ratio [B, T] whose *value* an
 |             |   = log rho_i, the same for every token of i   | r_t = sg[rho] pi/sg[pi]) | ALP, best)       |
 | `geometric` | clamp(mean_t m_t (log pi_t - log denom_t))     | d log pi_t (sg form)     | GSPO (Zheng 2025)|
 
-Loss variants (`correction`; one function each, table `LOSS_FUNCTIONS`). The correction weight uses the
+Loss variants (`correction`; one weight function each in `_CORRECTION_WEIGHTS`, applied by `policy_loss`
+with the settings of one frozen `LossSpec`). The correction weight uses the
 detached log-ratio c_t = log pi_old_t - log mu_t when pi_old was recomputed, else sg(log pi_t) - log mu_t:
 
 | correction | per-token loss                                  | defaults          | source                    |
@@ -45,6 +46,7 @@ Metrics: every loss function returns (loss, metrics) where metrics holds 0-d ten
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -53,17 +55,13 @@ __all__ = [
     "CORRECTIONS",
     "LOSS_AGG_MODES",
     "KL_ESTIMATORS",
-    "LOSS_FUNCTIONS",
     "token_log_ratio",
     "sequence_log_ratio",
     "geometric_log_ratio",
     "log_ratio",
     "ppo_clip_loss",
     "aggregate",
-    "bypass_loss",
-    "tis_loss",
-    "mis_loss",
-    "icepop_loss",
+    "LossSpec",
     "policy_loss",
     "kl_penalty",
     "mismatch_kl",
@@ -193,29 +191,44 @@ def aggregate(
 
 
 # ---------------------------------------------------------------- loss variants
-def _surrogate(
-    logp, logp_denom, advantages, mask, *, ratio_level, log_ratio_clamp, epsilon_low, epsilon_high, dual_clip
-):
-    log_r = log_ratio(ratio_level, logp, logp_denom, mask, log_ratio_clamp)  # [B, T]
+@dataclass(frozen=True)
+class LossSpec:
+    """Every setting a loss variant reads, in one frozen record (``LearnerConfig.loss_spec()`` builds it).
+
+    No field has a default: the defaults live in alp.config.LearnerConfig alone, and a misspelt or unknown
+    setting fails here (TypeError) instead of being ignored.
+    """
+
+    correction: str
+    """Off-policy correction: none | tis | mis | icepop (the variant table above)."""
+    ratio_level: str
+    """token | sequence | geometric (the ratio table above)."""
+    log_ratio_clamp: float
+    epsilon_low: float
+    epsilon_high: float
+    dual_clip: float | None
+    tis_cap: float
+    mis_low: float
+    mis_high: float
+    icepop_low: float
+    icepop_high: float
+    loss_agg_mode: str
+
+
+def _surrogate(spec: LossSpec, logp, logp_denom, advantages, mask):
+    log_r = log_ratio(spec.ratio_level, logp, logp_denom, mask, spec.log_ratio_clamp)  # [B, T]
     per_token, metrics = ppo_clip_loss(
-        log_r, advantages, mask, epsilon_low=epsilon_low, epsilon_high=epsilon_high, dual_clip=dual_clip
-    )
+        log_r, advantages, mask, epsilon_low=spec.epsilon_low, epsilon_high=spec.epsilon_high,
+        dual_clip=spec.dual_clip,
+    )  # fmt: skip
     on = mask > 0
     metrics["values/ratio"] = torch.exp(log_r.detach())[on]  # [N]
-    metrics["clip/log_ratio_clamped"] = _clamped_count(ratio_level, logp, logp_denom, mask, log_ratio_clamp)
+    metrics["clip/log_ratio_clamped"] = _clamped_count(spec.ratio_level, logp, logp_denom, mask,
+                                                       spec.log_ratio_clamp)
     metrics["tokens"] = mask.sum().detach()
+    metrics["clip/correction_masked"] = torch.zeros((), device=mask.device)
+    metrics["clip/tis_capped"] = torch.zeros((), device=mask.device)
     return per_token, metrics
-
-
-def _finish(per_token, weight, mask, metrics, corr, loss_agg_mode, num_tokens, num_seqs):
-    if weight is not None:
-        per_token = per_token * weight  # [B, T]
-    metrics.setdefault("clip/correction_masked", torch.zeros((), device=mask.device))
-    metrics.setdefault("clip/tis_capped", torch.zeros((), device=mask.device))
-    if corr is not None:
-        metrics["values/correction_ratio"] = torch.exp(corr)[mask > 0]  # [N]
-    loss = aggregate(per_token, mask, loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs)
-    return loss, metrics
 
 
 def _correction_log_ratio(logp, logp_old, logp_behavior, mask):
@@ -223,150 +236,77 @@ def _correction_log_ratio(logp, logp_old, logp_behavior, mask):
     return ((proxy - logp_behavior) * mask).detach()  # [B, T]
 
 
-def bypass_loss(
-    logp: torch.Tensor,
-    logp_denom: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    ratio_level: str = "sequence",
-    log_ratio_clamp: float = 20.0,
-    epsilon_low: float = 0.5,
-    epsilon_high: float = 3.0,
-    dual_clip: float | None = 3.0,
-    loss_agg_mode: str = "token-mean",
-    num_tokens: float | None = None,
-    num_seqs: float | None = None,
-    **_: object,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """No correction: PPO clip on r = pi / denom. ALP, Seq/Token-Bypass, GSPO, plain decoupled PPO."""
-    per_token, metrics = _surrogate(
-        logp, logp_denom, advantages, mask, ratio_level=ratio_level, log_ratio_clamp=log_ratio_clamp,
-        epsilon_low=epsilon_low, epsilon_high=epsilon_high, dual_clip=dual_clip,
-    )  # fmt: skip
-    return _finish(per_token, None, mask, metrics, None, loss_agg_mode, num_tokens, num_seqs)
+def _no_weight(spec, corr, mask, metrics):
+    return None
 
 
-def tis_loss(
-    logp: torch.Tensor,
-    logp_denom: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    logp_behavior: torch.Tensor,
-    logp_old: torch.Tensor | None = None,
-    tis_cap: float = 2.0,
-    ratio_level: str = "token",
-    log_ratio_clamp: float = 20.0,
-    epsilon_low: float = 0.5,
-    epsilon_high: float = 3.0,
-    dual_clip: float | None = 3.0,
-    loss_agg_mode: str = "token-mean",
-    num_tokens: float | None = None,
-    num_seqs: float | None = None,
-    **_: object,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Truncated IS: per-token weight min(pi_old / mu, C) on the clipped surrogate."""
-    per_token, metrics = _surrogate(
-        logp, logp_denom, advantages, mask, ratio_level=ratio_level, log_ratio_clamp=log_ratio_clamp,
-        epsilon_low=epsilon_low, epsilon_high=epsilon_high, dual_clip=dual_clip,
-    )  # fmt: skip
-    corr = _correction_log_ratio(logp, logp_old, logp_behavior, mask)  # [B, T]
-    w = torch.exp(corr).clamp(max=tis_cap) * mask  # [B, T]
-    metrics["clip/tis_capped"] = ((corr > torch.log(torch.tensor(tis_cap))) & (mask > 0)).sum().float()
-    return _finish(per_token, w, mask, metrics, corr, loss_agg_mode, num_tokens, num_seqs)
+def _tis_weight(spec, corr, mask, metrics):
+    """Truncated IS: per-token weight min(pi_old / mu, C)."""
+    metrics["clip/tis_capped"] = ((corr > torch.log(torch.tensor(spec.tis_cap))) & (mask > 0)).sum().float()
+    return torch.exp(corr).clamp(max=spec.tis_cap) * mask  # [B, T]
 
 
-def mis_loss(
-    logp: torch.Tensor,
-    logp_denom: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    logp_behavior: torch.Tensor,
-    logp_old: torch.Tensor | None = None,
-    mis_low: float = 0.5,
-    mis_high: float = 2.0,
-    ratio_level: str = "token",
-    log_ratio_clamp: float = 20.0,
-    epsilon_low: float = 0.5,
-    epsilon_high: float = 3.0,
-    dual_clip: float | None = 3.0,
-    loss_agg_mode: str = "token-mean",
-    num_tokens: float | None = None,
-    num_seqs: float | None = None,
-    **_: object,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _mis_weight(spec, corr, mask, metrics):
     """Masked sequence IS: drop whole sequences whose prod_t pi_old / mu leaves [mis_low, mis_high].
 
     Masked tokens still count in the normalisers (the mask zeroes their loss, it does not shrink N).
     """
-    per_token, metrics = _surrogate(
-        logp, logp_denom, advantages, mask, ratio_level=ratio_level, log_ratio_clamp=log_ratio_clamp,
-        epsilon_low=epsilon_low, epsilon_high=epsilon_high, dual_clip=dual_clip,
-    )  # fmt: skip
-    corr = _correction_log_ratio(logp, logp_old, logp_behavior, mask)  # [B, T]
     seq = corr.sum(1)  # [B]
-    keep = (
-        (seq >= torch.log(torch.tensor(mis_low))) & (seq <= torch.log(torch.tensor(mis_high)))
-    ).float()  # [B]
-    w = keep.unsqueeze(1) * mask  # [B, T]
+    lo, hi = torch.log(torch.tensor(spec.mis_low)), torch.log(torch.tensor(spec.mis_high))
+    keep = ((seq >= lo) & (seq <= hi)).float()  # [B]
     metrics["clip/correction_masked"] = ((1 - keep) * mask.sum(1)).sum()
-    return _finish(per_token, w, mask, metrics, corr, loss_agg_mode, num_tokens, num_seqs)
+    return keep.unsqueeze(1) * mask  # [B, T]
 
 
-def icepop_loss(
+def _icepop_weight(spec, corr, mask, metrics):
+    """IcePop: drop tokens whose pi_old / mu leaves the band [icepop_low, icepop_high]."""
+    lo, hi = torch.log(torch.tensor(spec.icepop_low)), torch.log(torch.tensor(spec.icepop_high))
+    keep = ((corr >= lo) & (corr <= hi)).float()  # [B, T]
+    metrics["clip/correction_masked"] = ((1 - keep) * mask).sum()
+    return keep * mask  # [B, T]
+
+
+_CORRECTION_WEIGHTS: dict[str, Callable[..., torch.Tensor | None]] = {
+    "none": _no_weight,
+    "tis": _tis_weight,
+    "mis": _mis_weight,
+    "icepop": _icepop_weight,
+}
+
+
+def policy_loss(
+    spec: LossSpec,
     logp: torch.Tensor,
     logp_denom: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
     *,
-    logp_behavior: torch.Tensor,
+    logp_behavior: torch.Tensor | None = None,
     logp_old: torch.Tensor | None = None,
-    icepop_low: float = 0.5,
-    icepop_high: float = 5.0,
-    ratio_level: str = "token",
-    log_ratio_clamp: float = 20.0,
-    epsilon_low: float = 0.5,
-    epsilon_high: float = 3.0,
-    dual_clip: float | None = 3.0,
-    loss_agg_mode: str = "token-mean",
     num_tokens: float | None = None,
     num_seqs: float | None = None,
-    **_: object,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """IcePop: drop tokens whose pi_old / mu leaves the band [icepop_low, icepop_high]."""
-    per_token, metrics = _surrogate(
-        logp, logp_denom, advantages, mask, ratio_level=ratio_level, log_ratio_clamp=log_ratio_clamp,
-        epsilon_low=epsilon_low, epsilon_high=epsilon_high, dual_clip=dual_clip,
-    )  # fmt: skip
-    corr = _correction_log_ratio(logp, logp_old, logp_behavior, mask)  # [B, T]
-    lo, hi = torch.log(torch.tensor(icepop_low)), torch.log(torch.tensor(icepop_high))
-    keep = ((corr >= lo) & (corr <= hi)).float()  # [B, T]
-    metrics["clip/correction_masked"] = ((1 - keep) * mask).sum()
-    return _finish(per_token, keep * mask, mask, metrics, corr, loss_agg_mode, num_tokens, num_seqs)
+    """The clipped surrogate on r = pi / denom, weighted by ``spec.correction`` (the variant table), then
+    aggregated with the mini-batch's global normalisers (defaults: this batch's counts).
 
-
-LOSS_FUNCTIONS: dict[str, Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]] = {
-    "none": bypass_loss,
-    "tis": tis_loss,
-    "mis": mis_loss,
-    "icepop": icepop_loss,
-}
-
-
-def policy_loss(
-    correction: str,
-    logp: torch.Tensor,
-    logp_denom: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    **kwargs: object,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Dispatch on `correction` (see the loss table); kwargs go to the variant."""
-    if correction not in LOSS_FUNCTIONS:
-        raise ValueError(f"correction={correction!r}: choose one of {CORRECTIONS}")
-    return LOSS_FUNCTIONS[correction](logp, logp_denom, advantages, mask, **kwargs)
+    logp_behavior (mu) is needed by every correction but ``none``; logp_old (a recomputed pi_old) is the
+    correction's proxy when given, else the detached current policy.
+    """
+    weight_of = _CORRECTION_WEIGHTS.get(spec.correction)
+    if weight_of is None:
+        raise ValueError(f"correction={spec.correction!r}: choose one of {CORRECTIONS}")
+    per_token, metrics = _surrogate(spec, logp, logp_denom, advantages, mask)
+    corr = None
+    if spec.correction != "none":
+        if logp_behavior is None:
+            raise ValueError(f"correction={spec.correction!r} needs logp_behavior (the rollout logprobs mu)")
+        corr = _correction_log_ratio(logp, logp_old, logp_behavior, mask)  # [B, T]
+        metrics["values/correction_ratio"] = torch.exp(corr)[mask > 0]  # [N]
+    weight = weight_of(spec, corr, mask, metrics)
+    if weight is not None:
+        per_token = per_token * weight  # [B, T]
+    loss = aggregate(per_token, mask, spec.loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs)
+    return loss, metrics
 
 
 # ---------------------------------------------------------------- KL

@@ -8,6 +8,7 @@
 
 from agentrl.rollout.bridge import ChatBridge, EpisodeTokens, TemplateDriftError
 from agentrl.rollout.manager import RolloutBatch, RolloutConfig, RolloutManager, admit
+from agentrl.rollout.packing import to_train_batch
 from agentrl.rollout.trajectory import TokenKind, Trajectory, TrajectoryError, read_jsonl, write_jsonl
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "TrajectoryError",
     "admit",
     "read_jsonl",
+    "to_train_batch",
     "write_jsonl",
 ]

@@ -6,16 +6,22 @@ For a batch of tasks x ``n_samples`` (GRPO groups) it runs episodes concurrently
         generate one assistant turn -> env.astep(text) -> append observation tokens (masked)
     } until terminated, truncated, max_turns, the context budget, or the wall-clock limit
 
-and returns one :class:`~agentrl.rollout.trajectory.Trajectory` per episode plus rollout metrics.
+and returns one :class:`~agentrl.rollout.trajectory.Trajectory` per episode plus rollout metrics. Every
+trajectory carries the sampling settings it was drawn with and its group/sample ids, so packing it for the
+learner (agentrl.rollout.packing) needs nothing from the config.
 
 Stop reasons: ``stop`` (the env terminated: an answer), ``max_turns`` (the env or the manager truncated),
 ``length`` (the context budget ran out), ``timeout`` (wall-clock limit), ``tool_error`` (the sandbox failed
 after its retries), ``error`` (the engine failed), ``aborted`` (cancelled).
 
 Infrastructure failures (``tool_error``, ``error``, ``timeout``, ``aborted``) say nothing about the policy,
-so their episodes are kept out of the loss: every sampled token is masked and ``info["excluded"]`` is set,
-and the learner's GRPO statistics see only the group's remaining members (a group left with fewer than two
-members contributes no gradient). They are reported in ``rollout/stop/*`` and ``rollout/excluded``.
+so their episodes are kept out of the loss: every sampled token is masked and ``Trajectory.excluded`` names
+the reason, and the learner's GRPO statistics see only the group's remaining members (a group left with
+fewer than two members contributes no gradient). They are reported in ``rollout/stop/*`` and
+``rollout/excluded``.
+
+Env-owned metrics (SkyRL style): a step's ``info["metrics"]`` (name -> number) is summed over the episode
+into ``Trajectory.metrics`` and reported as the mean per episode, ``rollout/env/<name>``.
 """
 
 from __future__ import annotations
@@ -30,13 +36,12 @@ from typing import Any
 
 from agentrl.inference.base import Backend, SamplingParams
 from agentrl.rollout.bridge import ChatBridge, EpisodeTokens
-from agentrl.rollout.trajectory import Trajectory
+from agentrl.rollout.trajectory import INFRA_STOP_REASONS, TokenKind, Trajectory
 
 log = logging.getLogger(__name__)
 
 # Tool-call statuses that count as a successful call (the envs say "ok"; raw sandbox records "Finished").
 _TOOL_OK = frozenset({"ok", "Finished", "Success"})
-INFRA_STOP_REASONS = frozenset({"tool_error", "error", "timeout", "aborted"})
 # Observations longer than this many characters are tokenized in a worker thread, off the event loop.
 _OFFLOAD_CHARS = 4096
 
@@ -92,7 +97,7 @@ class RolloutBatch:
 
     @property
     def trainable(self) -> list[Trajectory]:
-        return [t for t in self.trajectories if not t.info.get("excluded")]
+        return [t for t in self.trajectories if t.trainable]
 
 
 @dataclass
@@ -189,7 +194,7 @@ class RolloutManager:
         cfg = self.config
         clock = clock or _Clock()
         state: dict[str, Any] = {"episode": None, "env": None, "tool_calls": [], "turn_rewards": [],
-                                 "info": {}, "timings": {"generate_s": 0.0, "tool_s": 0.0}}
+                                 "info": {}, "metrics": Counter(), "timings": {"generate_s": 0.0, "tool_s": 0.0}}
         started = time.perf_counter()
         try:
             stop_reason = await asyncio.wait_for(
@@ -244,6 +249,7 @@ class RolloutManager:
             observation, reward, terminated, truncated, info = step
             state["turn_rewards"].append(float(reward))
             state["tool_calls"].extend(info.get("tool_calls", []))
+            state["metrics"].update({str(k): float(v) for k, v in (info.get("metrics") or {}).items()})
             state["info"].update({k: _jsonable(info[k]) for k in ("correct", "answer", "reward_breakdown")
                                   if k in info})
             if info.get("tool_error"):
@@ -286,30 +292,27 @@ class RolloutManager:
 
     def _finish(self, state: dict[str, Any], stop_reason: str, group_id: int, sample_id: int,
                 task_seed: int) -> Trajectory:
+        cfg = self.config
         episode: EpisodeTokens | None = state["episode"]
-        info = state["info"]
-        if episode is None:  # failed before the prompt existed: a one-token placeholder, excluded
-            info["excluded"] = True
+        excluded = stop_reason if stop_reason in INFRA_STOP_REASONS else None
+        common = {"stop_reason": stop_reason, "group_id": group_id, "sample_id": sample_id,
+                  "task_id": str(task_seed), "timings": state["timings"], "info": state["info"],
+                  "excluded": excluded, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
+                  "metrics": dict(state["metrics"])}
+        if episode is None:  # failed before the prompt existed: a one-token stand-in, excluded
+            common["excluded"] = excluded or stop_reason
             return Trajectory(token_ids=[self.bridge.eos_token_id], loss_mask=[0], behavior_logprobs=[0.0],
-                              turn_ids=[0], policy_version=[-1], token_kinds=[0], prompt_length=1,
-                              stop_reason=stop_reason, group_id=group_id, sample_id=sample_id,
-                              task_id=str(task_seed), timings=state["timings"], info=info)
-        if stop_reason in INFRA_STOP_REASONS:
+                              turn_ids=[0], policy_version=[-1], token_kinds=[TokenKind.PROMPT], prompt_length=1,
+                              **common)
+        if excluded is not None:
             episode.mask_all()
-            info["excluded"] = True
-        reward = sum(state["turn_rewards"])
         return episode.to_trajectory(
-            reward=reward if stop_reason not in INFRA_STOP_REASONS else 0.0,
-            stop_reason=stop_reason,
+            reward=sum(state["turn_rewards"]) if excluded is None else 0.0,
             turn_rewards=state["turn_rewards"],
             tool_calls=state["tool_calls"],
-            timings=state["timings"],
-            group_id=group_id,
-            sample_id=sample_id,
             env_id=str(getattr(getattr(state["env"], "spec", None), "id", "") or ""),
-            task_id=str(task_seed),
-            correct=info.get("correct"),
-            info=info,
+            correct=state["info"].get("correct"),
+            **common,
         )
 
     @staticmethod
@@ -335,9 +338,8 @@ class RolloutManager:
         reasons = Counter(t.stop_reason for t in trajs)
         calls = [c for t in trajs for c in t.tool_calls]
         ok_calls = sum(1 for c in calls if c.get("status") in _TOOL_OK)
-        sampled = sum(t.num_sampled for t in trajs) + sum(
-            sum(1 for k in t.token_kinds if k == 3) for t in trajs)
-        trainable = [t for t in trajs if not t.info.get("excluded")]
+        sampled = sum(len(t.policy_versions) for t in trajs)
+        trainable = [t for t in trajs if t.excluded is None]
         metrics = {
             "rollout/episodes": float(len(trajs)),
             "rollout/excluded": float(len(trajs) - len(trainable)),
@@ -357,6 +359,8 @@ class RolloutManager:
         }
         for reason, count in reasons.items():
             metrics[f"rollout/stop/{reason}"] = float(count)
+        for name in sorted({k for t in trajs for k in t.metrics}):
+            metrics[f"rollout/env/{name}"] = sum(t.metrics.get(name, 0.0) for t in trajs) / n
         return metrics
 
 
@@ -365,7 +369,7 @@ def admit(trajectories: Sequence[Trajectory], current_version: int,
     """Split into (admitted, rejected): admitted if the oldest sampled token's version >= current - k."""
     admitted, rejected = [], []
     for t in trajectories:
-        versions = [v for v, kind in zip(t.policy_version, t.token_kinds, strict=True) if kind in (1, 3)]
+        versions = t.policy_versions
         oldest = min(versions) if versions else current_version
         (admitted if oldest >= current_version - max_staleness else rejected).append(t)
     return admitted, rejected

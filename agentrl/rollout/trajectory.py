@@ -9,7 +9,9 @@ Every per-token list has the same length (checked at construction):
     policy_version     weights version that produced the token (-1 for tokens no policy sampled)
     token_kinds        TokenKind per token: what the span is, for rendering and for checks
 
-Episode-level fields follow DESIGN.md: reward, per-turn rewards, stop reason, turns, tool calls, timings.
+Episode-level fields follow DESIGN.md: reward, per-turn rewards, stop reason, turns, tool calls, timings;
+plus whether the episode trains (`excluded`, `trainable`), the sampling settings its tokens were drawn
+with (the learner scores under the same ones), its group and sample ids, and the env's own metrics.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ class TokenKind(IntEnum):
 
 
 STOP_REASONS = ("stop", "length", "max_turns", "timeout", "tool_error", "error", "aborted")
+INFRA_STOP_REASONS = frozenset({"tool_error", "error", "timeout", "aborted"})
+"""Stop reasons that say nothing about the policy (the sandbox, the engine or the clock failed): their
+episodes are excluded from the loss."""
+POLICY_KINDS = frozenset({TokenKind.SAMPLED, TokenKind.MASKED})
+"""Token kinds the policy sampled (in the loss or masked out of it)."""
 
 
 class TrajectoryError(ValueError):
@@ -57,6 +64,16 @@ class Trajectory:
     task_id: str = ""
     correct: bool | None = None
     template_drift: bool = False
+    excluded: str | None = None
+    """Why the episode is kept out of the loss (an infrastructure stop reason); None: it trains."""
+    temperature: float = 1.0
+    """Sampling temperature the policy tokens were drawn with."""
+    top_p: float = 1.0
+    """Nucleus threshold they were drawn with (1 = off)."""
+    top_k: int = 0
+    """Top-k they were drawn with (0 = off)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The env's own episode metrics (``info["metrics"]`` of every step, summed)."""
     info: dict[str, Any] = field(default_factory=dict)
 
     PER_TOKEN: ClassVar[tuple[str, ...]] = (
@@ -88,6 +105,9 @@ class Trajectory:
                 raise TrajectoryError(f"behavior_logprobs[{t}]={lp} on a masked token; must be 0")
         if any(self.loss_mask[: self.prompt_length]):
             raise TrajectoryError("prompt tokens (before prompt_length) must have loss_mask 0")
+        if self.excluded is not None and any(self.loss_mask):
+            raise TrajectoryError(f"excluded={self.excluded!r} but some tokens have loss_mask 1; an excluded "
+                                  "episode has every sampled token masked")
 
     # -- derived views ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -96,6 +116,16 @@ class Trajectory:
     @property
     def num_sampled(self) -> int:
         return sum(self.loss_mask)
+
+    @property
+    def trainable(self) -> bool:
+        """True when the episode is in the loss: not excluded and at least one token to train on."""
+        return self.excluded is None and self.num_sampled > 0
+
+    @property
+    def policy_versions(self) -> list[int]:
+        """The policy version of every token the policy sampled (in the loss or masked out of it)."""
+        return [v for v, kind in zip(self.policy_version, self.token_kinds, strict=True) if kind in POLICY_KINDS]
 
     @property
     def response_length(self) -> int:
@@ -116,6 +146,9 @@ class Trajectory:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Trajectory:
+        if "excluded" not in data and (data.get("info") or {}).get("excluded"):  # records before 0.2
+            data = {**data, "excluded": data.get("stop_reason") or "error",
+                    "info": {k: v for k, v in data["info"].items() if k != "excluded"}}
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:

@@ -29,7 +29,6 @@ version 0 when the run had no SFT warm-up. The per-layer sigma the run learned i
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -38,9 +37,10 @@ from typing import Any
 
 import torch
 
+from agentrl.run_dir import checkpoint_step, list_checkpoints
+
 BAND = (0.9, 1.1)
 _STEP = re.compile(r"step_(\d+)\.jsonl$")
-_CKPT = re.compile(r"step_(\d+)$")
 
 
 @dataclass
@@ -96,10 +96,9 @@ def weight_versions(run_dir: Path, config: dict[str, Any]) -> dict[int, Path]:
             if path.exists():
                 out[int(v)] = path
         return out
-    for ckpt in sorted((run_dir / "checkpoints").glob("step_*")):
-        m = _CKPT.search(ckpt.name)
-        if m and (ckpt / "model").is_dir():
-            out[int(m.group(1)) + 1] = ckpt / "model"
+    for ckpt in list_checkpoints(run_dir):
+        if (ckpt / "model").is_dir():
+            out[checkpoint_step(ckpt) + 1] = ckpt / "model"
     steps = (config.get("run") or {}).get("steps")
     if (run_dir / "final").is_dir() and steps is not None:
         out.setdefault(int(steps), run_dir / "final")
@@ -120,7 +119,7 @@ def load_trajectories(files: dict[int, Path], limit: int) -> tuple[list[Any], li
             if not line.strip():
                 continue
             t = Trajectory.from_dict(json.loads(line))
-            if t.info.get("excluded") or not t.num_sampled:
+            if not t.trainable:
                 continue
             trajs.append(t)
             steps.append(step)
@@ -169,39 +168,25 @@ def load_weights(ref: Path, base: Path | None) -> torch.nn.Module:
     return model
 
 
-@torch.no_grad()
 def score(model: torch.nn.Module, rep: Replay, *, temperature: float, top_p: float, top_k: int,
           mode: str = "learner", chunk_tokens: int = 512, token_budget: int = 8192) -> torch.Tensor:
-    """log pi [N] of the replay's loss tokens.
+    """log pi [N] of the replay's loss tokens (alp.logprobs.score).
 
     mode ``learner``: right-padded micro-batches (the learner's packing) and the chunked logprob path;
     ``single``: one sequence at a time and the plain log-softmax path.
     """
     from alp.batch import TrainBatch
-    from alp.learner import pack_micro_batches
-    from alp.logprobs import chosen_logprobs, sampling_logprobs
+    from alp.logprobs import score as score_batch
 
-    out: list[torch.Tensor] = [torch.empty(0)] * len(rep.seqs)
-    kw = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
-    if mode == "single":
-        for i, seq in enumerate(rep.seqs):
-            ids = torch.tensor([seq])
-            out[i] = sampling_logprobs(model(input_ids=ids, use_cache=False).logits.float(), ids, **kw)[0]
-    elif mode == "learner":
-        batch = TrainBatch.from_lists(token_ids=rep.seqs, loss_mask=rep.masks,
-                                      behavior_logprobs=[[0.0] * len(s) for s in rep.seqs],
-                                      advantages=[0.0] * len(rep.seqs))
-        for mb in pack_micro_batches(batch.lengths, torch.arange(len(batch)), token_budget):
-            width = int(batch.lengths[mb].max())
-            ids = batch.token_ids[mb, :width]
-            logits = model(input_ids=ids, use_cache=False).logits
-            logp = (chosen_logprobs(logits, ids, chunk_tokens=chunk_tokens, **kw)[0] if chunk_tokens
-                    else sampling_logprobs(logits.float(), ids, **kw))
-            for j, row in enumerate(mb.tolist()):
-                out[row] = logp[j, : len(rep.seqs[row])].float()
-    else:
+    if mode not in ("learner", "single"):
         raise ValueError(f"mode={mode!r}: learner or single")
-    return torch.cat([o[torch.tensor(m, dtype=torch.bool)] for o, m in zip(out, rep.masks, strict=True)]).double()
+    batch = TrainBatch.from_lists(token_ids=rep.seqs, loss_mask=rep.masks,
+                                  behavior_logprobs=[[0.0] * len(s) for s in rep.seqs],
+                                  advantages=[0.0] * len(rep.seqs), temperature=temperature, top_p=top_p, top_k=top_k)
+    single = mode == "single"
+    logp = score_batch(model, batch, micro_batch_tokens=1 if single else token_budget,
+                       chunk_tokens=0 if single else chunk_tokens)  # [B, T]
+    return logp[batch.loss_mask > 0].double()
 
 
 def tail_stats(log_r: torch.Tensor) -> dict[str, float]:
@@ -211,14 +196,16 @@ def tail_stats(log_r: torch.Tensor) -> dict[str, float]:
     out = {"tokens": float(log_r.numel()), "outside_support": float((~finite).sum())}
     if not x.numel():
         return out
-    a = torch.sort(x.abs()).values
+    from alp.stats import quantiles
+
+    a = x.abs()
     r = x.exp()
     lo, hi = BAND
     out.update({
         "mean": float(x.mean()),
         "std": float(x.std()) if x.numel() > 1 else 0.0,
-        "abs_p99": float(a[min(int(math.ceil(0.99 * a.numel())) - 1, a.numel() - 1)]),
-        "abs_max": float(a[-1]),
+        "abs_p99": quantiles(a, [0.99])[0],
+        "abs_max": float(a.max()),
         "ratio_max": float(r.max()),
         "ratio_min": float(r.min()),
         "outside_band": float(((r < lo) | (r > hi)).double().mean()),

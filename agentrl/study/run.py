@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from alp.stats import quantiles
+
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
@@ -67,31 +69,6 @@ def task_seeds(seed: int, step: int, n: int) -> list[int]:
 # ---------------------------------------------------------------------------------------------------
 # Mismatch metrics: pi_theta (trainer, fp32, unperturbed, before the update) vs mu (the rollout engine)
 # ---------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def score_batch(model: torch.nn.Module, batch: Any, token_budget: int = 8192) -> torch.Tensor:
-    """log pi_theta [B, T] of every token of a TrainBatch under its sampling settings (no grad, no noise)."""
-    from alp.learner import pack_micro_batches
-    from alp.logprobs import sampling_logprobs
-
-    model.eval()
-    out = torch.zeros_like(batch.behavior_logprobs)  # [B, T]
-    rows = torch.arange(len(batch))
-    for mb in pack_micro_batches(batch.lengths, rows, token_budget):
-        width = int(batch.lengths[mb].max())
-        ids = batch.token_ids[mb, :width]  # [b, T]
-        logits = model(input_ids=ids, use_cache=False).logits.float()  # [b, T, V]
-        out[mb, :width] = sampling_logprobs(logits, ids, temperature=batch.temperature, top_p=batch.top_p,
-                                            top_k=batch.top_k)
-    return out
-
-
-def _quantile(sorted_x: torch.Tensor, q: float) -> float:
-    pos = q * (sorted_x.numel() - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, sorted_x.numel() - 1)
-    return float(sorted_x[lo] + (sorted_x[hi] - sorted_x[lo]) * (pos - lo))
-
-
 def mismatch_stats(logp_pi: torch.Tensor, logp_mu: torch.Tensor, mask: torch.Tensor,
                    clamp: float = 20.0) -> dict[str, float]:
     """Token and sequence statistics of log r = log pi - log mu over the loss tokens ([B, T] each).
@@ -106,20 +83,19 @@ def mismatch_stats(logp_pi: torch.Tensor, logp_mu: torch.Tensor, mask: torch.Ten
     log_r = (logp_pi - logp_mu).double().clamp(-clamp, clamp)  # [B, T]
     tok = log_r[on]  # [N]
     ratio = tok.exp()
-    srt = torch.sort(ratio).values
-    seq = (log_r * on).sum(1)[on.any(1)]  # [B'] sequence log-ratio
-    seq_abs = torch.sort(seq.abs()).values
+    seq_abs = (log_r * on).sum(1)[on.any(1)].abs()  # [B'] |sequence log-ratio|
+    q01, q99 = quantiles(ratio, [0.01, 0.99])
     lo, hi = OUTSIDE_BAND
     return {
         "mm/ratio_mean": float(ratio.mean()),
-        "mm/ratio_q01": _quantile(srt, 0.01),
-        "mm/ratio_q99": _quantile(srt, 0.99),
-        "mm/ratio_min": float(srt[0]),
-        "mm/ratio_max": float(srt[-1]),
-        "mm/abs_log_ratio_q99": _quantile(torch.sort(tok.abs()).values, 0.99),
+        "mm/ratio_q01": q01,
+        "mm/ratio_q99": q99,
+        "mm/ratio_min": float(ratio.min()),
+        "mm/ratio_max": float(ratio.max()),
+        "mm/abs_log_ratio_q99": quantiles(tok.abs(), [0.99])[0],
         "mm/outside_band": float(((ratio < lo) | (ratio > hi)).double().mean()),
-        "mm/seq_abs_log_ratio_q99": _quantile(seq_abs, 0.99),
-        "mm/seq_abs_log_ratio_max": float(seq_abs[-1]),
+        "mm/seq_abs_log_ratio_q99": quantiles(seq_abs, [0.99])[0],
+        "mm/seq_abs_log_ratio_max": float(seq_abs.max()),
         "mm/kl_k1": float((-tok).mean()),
         "mm/kl_k3": float((ratio - 1 - tok).mean()),
         "mm/tokens": float(tok.numel()),
@@ -129,11 +105,7 @@ def mismatch_stats(logp_pi: torch.Tensor, logp_mu: torch.Tensor, mask: torch.Ten
 def staleness_of(trajectories: list[Any], learner_version: int) -> float:
     """Mean over sampled tokens (in the loss or masked, e.g. void turns) of (learner version - the version of
     the weights that sampled the token); infrastructure failures are left out."""
-    from agentrl.rollout.trajectory import TokenKind
-
-    sampled = (TokenKind.SAMPLED, TokenKind.MASKED)
-    lags = [learner_version - v for t in trajectories if not t.info.get("excluded")
-            for v, kind in zip(t.policy_version, t.token_kinds, strict=True) if kind in sampled]
+    lags = [learner_version - v for t in trajectories if t.excluded is None for v in t.policy_versions]
     return sum(lags) / len(lags) if lags else 0.0
 
 
@@ -157,11 +129,12 @@ async def train_run(spec: RunSpec, *, on_step: Any = None) -> dict[str, Any]:
     from agentrl.inference.hf import HFBackend
     from agentrl.inference.mismatch import MismatchSpec, make_rollout_backend
     from agentrl.rollout import RolloutManager
+    from agentrl.rollout.packing import to_train_batch
     from agentrl.rollout.trajectory import write_jsonl
     from agentrl.runtime import load_model, make_env_factory
-    from agentrl.train import to_train_batch
     from alp.config import LearnerConfig
     from alp.learner import Learner
+    from alp.logprobs import score
 
     started = time.perf_counter()
     run_dir = Path(spec.run_dir)
@@ -213,10 +186,11 @@ async def train_run(spec: RunSpec, *, on_step: Any = None) -> dict[str, Any]:
                 weights_index[step] = f"weights/version_{step:06d}.safetensors"
             rollout = await manager.run(task_seeds(spec.seed, step, config.run.tasks_per_step))
             metrics: dict[str, float] = dict(rollout.metrics)
-            batch = to_train_batch(rollout.trajectories, rollout_cfg)
+            batch = to_train_batch(rollout.trajectories)
             metrics["mm/staleness"] = staleness_of(rollout.trajectories, step)
             if batch is not None:
-                logp_pi = score_batch(model, batch, learner_cfg.micro_batch_tokens)
+                model.eval()
+                logp_pi = score(model, batch, micro_batch_tokens=learner_cfg.micro_batch_tokens)
                 metrics.update(mismatch_stats(logp_pi, batch.behavior_logprobs, batch.loss_mask,
                                               learner_cfg.log_ratio_clamp))
                 metrics.update(learner.update(batch))

@@ -19,8 +19,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from agentrl.run_dir import MetricSeries, read_metrics
 from agentrl.view.index import EpisodeIndex
-from agentrl.view.metrics import MetricSeries, read_metrics
 from agentrl.view.tokens import TokenText
 
 KIND_NAMES = ("prompt", "sampled", "observation", "masked")

@@ -30,6 +30,9 @@ def test_yaml_then_overrides(tmp_path):
     ("rollout.max_new_tokens=4096", "max_context_tokens"),
     ("rollout.temperature=0", "greedy"),
     ("backend.kind=openai", "backend.urls"),
+    ("backend.kind=vllm", "only the hf backend"),
+    ("run.keep_last=0", "run.keep_last"),
+    ("eval.samples=0", "eval.samples"),
     ("run.steps", "key=value"),
     ("sft.warmup=1.5", "sft.warmup"),
     ("sft.final_lr=2", "sft.final_lr"),
@@ -54,16 +57,49 @@ def test_cli_reports_config_errors_before_any_work(capsys):
     assert "Did you mean 'n_samples'" in capsys.readouterr().err
 
 
-def test_shipped_configs_load():
-    from pathlib import Path
+def test_shipped_recipes_load_or_say_what_they_need():
+    from agentrl.config import recipes
 
-    for path in sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml")):
-        cfg = load_config(path)
-        assert cfg.run.steps > 0, path
+    assert {"tiny_cpu", "qwen2.5-7b-python-tool", "qwen2.5-math-1.5b-single-turn"} <= set(recipes())
+    for name in recipes():
+        try:
+            cfg = load_config(name)
+        except ConfigError as exc:  # the vLLM recipes until vLLM trains from this entry point
+            assert "backend.kind=vllm" in str(exc), (name, exc)
+            cfg = load_config(name, ["backend.kind=hf"])
+        assert cfg.run.steps > 0, name
 
 
-def test_tiny_cpu_yaml_is_the_default():
-    from pathlib import Path
+def test_no_config_means_the_tiny_cpu_recipe():
+    from agentrl.config import RECIPES_DIR
 
-    path = Path(__file__).parents[2] / "configs" / "tiny_cpu.yaml"
-    assert load_config(path).to_dict() == load_config().to_dict()
+    assert load_config().to_dict() == load_config("tiny_cpu").to_dict()
+    assert load_config(RECIPES_DIR / "tiny_cpu.yaml").to_dict() == load_config().to_dict()
+    with pytest.raises(ConfigError, match="Did you mean 'tiny_cpu'"):
+        load_config("tiny_cpuu")
+
+
+def test_a_recipe_without_lr_gets_the_presets_lr_not_the_cpu_demos(tmp_path):
+    # The bug: every learner section had the CPU demo's lr=1e-4 merged in, so a 7B config that omitted lr
+    # trained at 1e-4 instead of the preset's 1e-6.
+    from alp.presets import get_preset
+
+    path = tmp_path / "big.yaml"
+    path.write_text("model:\n  path: Qwen/Qwen2.5-7B\nlearner:\n  preset: alp\n")
+    learner = load_config(path).learner.build()
+    assert learner.lr == get_preset("alp").lr == 1e-6
+    assert learner.mini_batch_size == get_preset("alp").mini_batch_size
+    assert load_config().learner.build().lr == 1e-4  # the CPU demo sets its own, in its recipe
+
+
+def test_rollout_defaults_live_in_rollout_config(tmp_path):
+    from agentrl.rollout import RolloutConfig
+
+    path = tmp_path / "r.yaml"
+    path.write_text("run:\n  steps: 3\n")
+    assert load_config(path).rollout == RolloutConfig()
+
+
+def test_resume_refuses_a_second_config(tmp_path):
+    (tmp_path / "config.yaml").write_text("run:\n  steps: 3\n")
+    assert main(["--resume", str(tmp_path), "--config", "tiny_cpu"]) == 2

@@ -170,7 +170,7 @@ async def test_tool_failure_excludes_episode_and_batch_finishes(tiny_tokenizer):
     assert reasons == ["stop", "stop", "tool_error", "tool_error"]
     for t in batch.trajectories:
         if t.stop_reason == "tool_error":
-            assert t.info["excluded"] and t.num_sampled == 0 and t.reward == 0.0
+            assert t.excluded == t.stop_reason and t.num_sampled == 0 and t.reward == 0.0
     assert len(batch.trainable) == 2 and batch.metrics["rollout/excluded"] == 2
 
 
@@ -190,7 +190,7 @@ async def test_engine_error_and_timeout_are_stop_reasons(tiny_tokenizer):
                           RolloutConfig(n_samples=2, episode_timeout_s=0.2))
     batch = await slow.run([1])
     assert [t.stop_reason for t in batch.trajectories] == ["timeout", "timeout"]
-    assert all(t.info["excluded"] for t in batch.trajectories)
+    assert all(t.excluded for t in batch.trajectories)
 
 
 async def test_context_budget_ends_with_length(tiny_tokenizer):

@@ -108,6 +108,6 @@ async def test_killed_sandbox_mid_batch_gives_tool_errors_and_a_finished_batch(t
         server.stop()
     assert len(batch.trajectories) == 8
     assert {t.stop_reason for t in batch.trajectories} == {"tool_error"}
-    assert all(t.info["excluded"] and t.num_sampled == 0 for t in batch.trajectories)
+    assert all(t.excluded == t.stop_reason and t.num_sampled == 0 for t in batch.trajectories)
     assert batch.metrics["rollout/stop/tool_error"] == 8 and batch.trainable == []
     assert re.search(r"\d", str(batch.metrics["perf/rollout_s"]))

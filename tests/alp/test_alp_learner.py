@@ -9,7 +9,7 @@ import torch
 from alp_models import make_batch, tiny_llama, tiny_qwen2
 
 from alp import PRESETS, Learner, LearnerConfig, TrainBatch, get_preset
-from alp.learner import pack_micro_batches
+from alp.batch import pack_micro_batches
 
 
 def _grads(learner: Learner) -> list[torch.Tensor]:

@@ -81,3 +81,35 @@ def test_lean_path_with_top_p_matches_plain():
     ids = torch.randint(0, 40, (2, 6))
     lp, _ = chosen_logprobs(logits, ids, temperature=0.8, top_p=0.9, top_k=20, chunk_tokens=2)
     torch.testing.assert_close(lp, sampling_logprobs(logits, ids, temperature=0.8, top_p=0.9, top_k=20))
+
+
+@pytest.mark.parametrize("chunk_tokens,budget", [(0, 8192), (4, 8192), (0, 1)])
+def test_score_equals_a_single_sequence_forward(qwen2, chunk_tokens, budget):
+    from alp.batch import TrainBatch
+    from alp.logprobs import score
+
+    model = qwen2.eval()
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(5, 500, (n,), generator=g).tolist() for n in (12, 7, 20)]
+    batch = TrainBatch.from_lists(token_ids=seqs, loss_mask=[[0] + [1] * (len(s) - 1) for s in seqs],
+                                  behavior_logprobs=[[0.0] * len(s) for s in seqs], advantages=[0.0] * 3,
+                                  temperature=0.8, top_k=50)
+    out = score(model, batch, micro_batch_tokens=budget, chunk_tokens=chunk_tokens)
+    assert out.shape == batch.token_ids.shape and not out.requires_grad
+    for i, s in enumerate(seqs):
+        ids = torch.tensor([s])
+        with torch.no_grad():
+            ref = sampling_logprobs(model(input_ids=ids).logits.float(), ids, temperature=0.8, top_k=50)[0]
+        torch.testing.assert_close(out[i, : len(s)], ref, atol=1e-5, rtol=0)
+        assert (out[i, len(s):] == 0).all()
+
+
+def test_quantiles_match_torch_quantile():
+    from alp.stats import quantiles
+
+    x = torch.randn(1001, generator=torch.Generator().manual_seed(1))
+    qs = [0.0, 0.01, 0.25, 0.5, 0.99, 1.0]
+    assert quantiles(x, qs) == pytest.approx([torch.quantile(x.double(), q).item() for q in qs])
+    assert all(math.isnan(v) for v in quantiles(torch.zeros(0), [0.5]))
+    with pytest.raises(ValueError, match="quantile"):
+        quantiles(x, [1.5])

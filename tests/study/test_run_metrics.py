@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from agentrl.study.run import mismatch_stats, score_batch, staleness_of, task_seeds
+from agentrl.study.run import mismatch_stats, staleness_of, task_seeds
 
 
 def test_identical_policies_have_no_mismatch():
@@ -39,24 +39,6 @@ def test_clamp_bounds_the_log_ratio():
     assert s["mm/ratio_max"] == pytest.approx(math.exp(20.0))
 
 
-def test_score_batch_equals_a_single_sequence_forward(tiny):
-    from alp.batch import TrainBatch
-    from alp.logprobs import sampling_logprobs
-
-    model, _ = tiny
-    g = torch.Generator().manual_seed(0)
-    seqs = [torch.randint(5, 500, (n,), generator=g).tolist() for n in (12, 7, 20)]
-    batch = TrainBatch.from_lists(token_ids=seqs, loss_mask=[[0] + [1] * (len(s) - 1) for s in seqs],
-                                  behavior_logprobs=[[0.0] * len(s) for s in seqs], advantages=[0.0] * 3,
-                                  temperature=0.8, top_k=50)
-    out = score_batch(model, batch)
-    for i, s in enumerate(seqs):
-        ids = torch.tensor([s])
-        with torch.no_grad():
-            ref = sampling_logprobs(model(input_ids=ids).logits.float(), ids, temperature=0.8, top_p=1.0, top_k=50)[0]
-        assert torch.allclose(out[i, : len(s)], ref, atol=1e-5)
-
-
 def test_task_seeds_depend_on_seed_and_step_only():
     assert task_seeds(0, 3, 8) == task_seeds(0, 3, 8)
     assert task_seeds(0, 3, 8) != task_seeds(1, 3, 8) != task_seeds(0, 4, 8)
@@ -70,5 +52,6 @@ def test_staleness_counts_sampled_tokens_only():
                    turn_ids=[0, 1, 1, 2, 3], policy_version=[-1, 2, -1, 3, 4], token_kinds=[0, 1, 2, 1, 3],
                    prompt_length=1)
     assert staleness_of([t], 5) == pytest.approx(2.0)  # sampled tokens, the masked void turn too: (3 + 2 + 1) / 3
-    excluded = Trajectory(**{**t.to_dict(), "info": {"excluded": True}})
+    excluded = Trajectory(**{**t.to_dict(), "loss_mask": [0] * 5, "behavior_logprobs": [0.0] * 5,
+                             "token_kinds": [0, 3, 2, 3, 3], "excluded": "tool_error"})
     assert staleness_of([excluded], 5) == 0.0 and staleness_of([], 5) == 0.0
