@@ -27,6 +27,7 @@ train: setup
 	@$(PY) -m agentrl.train $(ARGS)
 
 test: setup
+	@scripts/ensure_chromium.sh
 	@echo "==> ruff check"
 	@$(PY) -m ruff check .
 	@echo "==> pytest (default suite; slow studies: make test-all)"

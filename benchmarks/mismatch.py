@@ -7,7 +7,7 @@
 For each engine precision setting the engine samples completions of the same prompts (same seeds) and
 returns the logprob of every sampled token under the distribution it sampled from. The trainer then scores
 the very same token ids in one teacher-forced forward pass of the Hugging Face model (what the learner
-does: ``alp.logprobs.sampling_logprobs``), in fp32 and in the engine's dtype (bf16 trainer vs bf16 engine:
+does: ``alp.logprobs.score``), in fp32 and in the engine's dtype (bf16 trainer vs bf16 engine:
 same precision, different kernels). Per token, log_ratio = trainer - engine
 (log pi_theta - log mu); the script prints its distribution (mean, std, quantiles q01..q99, max |.|),
 the token-level ratio pi/mu at the quantiles, and tokens the trainer gives zero probability (outside its
@@ -56,18 +56,22 @@ async def sample_all(backend, prompts, sampling) -> list[tuple[list[int], list[i
 
 
 def trainer_logprobs(model, samples, *, temperature, top_p, top_k) -> list[list[float]]:
-    from alp.logprobs import sampling_logprobs
+    """The trainer's logprob of every sampled token, one sequence at a time (alp.logprobs.score)."""
+    from alp.batch import TrainBatch
+    from alp.logprobs import score
 
-    out = []
-    with torch.no_grad():
-        for prompt, ids, _ in samples:
-            seq = torch.tensor([prompt + ids])
-            lp = sampling_logprobs(model(seq).logits.float(), seq, temperature=temperature, top_p=top_p, top_k=top_k)
-            out.append(lp[0, len(prompt):].tolist())
-    return out
+    seqs = [prompt + ids for prompt, ids, _ in samples]
+    batch = TrainBatch.from_lists(token_ids=seqs, loss_mask=[[0] * len(s) for s in seqs],
+                                  behavior_logprobs=[[0.0] * len(s) for s in seqs], advantages=[0.0] * len(seqs),
+                                  temperature=temperature, top_p=top_p, top_k=top_k)
+    logp = score(model, batch, micro_batch_tokens=1)  # [B, T]
+    return [logp[i, len(prompt) : len(seq)].tolist() for i, ((prompt, _, _), seq) in enumerate(zip(samples, seqs,
+                                                                                                  strict=True))]
 
 
 def summarise(samples, trainer) -> dict[str, float]:
+    from alp.stats import quantiles
+
     diffs, outside = [], 0
     for (_, _, engine_lp), train_lp in zip(samples, trainer, strict=True):
         for e, t in zip(engine_lp, train_lp, strict=True):
@@ -78,8 +82,8 @@ def summarise(samples, trainer) -> dict[str, float]:
     x = torch.tensor(diffs, dtype=torch.float64)
     stats = {"tokens": len(diffs) + outside, "outside_support": outside,
              "mean": x.mean().item(), "std": x.std().item(), "max_abs": x.abs().max().item()}
-    for q in QUANTILES:
-        stats[f"q{round(q * 100):02d}"] = torch.quantile(x, q).item()
+    for q, v in zip(QUANTILES, quantiles(x, QUANTILES), strict=True):
+        stats[f"q{round(q * 100):02d}"] = v
     stats["ratio_q01"], stats["ratio_q99"] = math.exp(stats["q01"]), math.exp(stats["q99"])
     return stats
 

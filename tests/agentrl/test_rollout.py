@@ -51,10 +51,12 @@ class CalcEnv:
                 return (), 0.0, False, True, info
             info["is_tool_call"] = True
             info["tool_calls"] = [{"status": "Finished", "execution_time": 0.0}]
+            info["metrics"] = {"calculator_calls": 1.0}
             value = int(code.group(1)) * int(code.group(2))
             obs = ({"role": "tool", "content": f"Code execution result: {value}\n"},)
         else:
             info["void_turn"] = True
+            info["metrics"] = {"nudges": 1.0}
             obs = ({"role": "user", "content": "Use python or answer."},)
         if self.turn >= self.max_turns:
             info["stop_reason"] = "max_turns"
@@ -312,3 +314,13 @@ async def test_stream_close_cancels_in_flight(tiny_tokenizer):
     await stream.aclose()
     await asyncio.sleep(0.05)
     assert first.trajectories and len(asyncio.all_tasks()) == before
+
+
+async def test_env_metrics_are_summed_per_episode_and_averaged(tiny_tokenizer):
+    script = iter(["```python\nprint(3*4)\n```", "hmm", "\\boxed{12}"] * 2)
+    backend = ScriptedBackend(tiny_tokenizer, lambda _ids: next(script))
+    manager = RolloutManager(backend, tiny_tokenizer, CalcEnv, RolloutConfig(n_samples=2, concurrency=1,
+                                                                             mask_void_turns=False))
+    batch = await manager.run([0])
+    assert [t.metrics for t in batch.trajectories] == [{"calculator_calls": 1.0, "nudges": 1.0}] * 2
+    assert batch.metrics["rollout/env/calculator_calls"] == 1.0 and batch.metrics["rollout/env/nudges"] == 1.0

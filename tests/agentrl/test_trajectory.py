@@ -77,3 +77,37 @@ def test_spans_and_render(tiny_tokenizer):
     assert text.startswith("[PROMPT]") and "[SAMPLED]" in text and "[OBSERVATION]" in text
     assert text.endswith("[/MASKED]")
     assert t.num_sampled == 2 and t.response_length == 5
+
+
+def test_excluded_is_a_field_and_decides_trainable():
+    assert make().trainable and make().excluded is None
+    masked = dict(loss_mask=[0] * 7, behavior_logprobs=[0.0] * 7, token_kinds=[P, P, M, M, OB, OB, M])
+    out = make(**masked, excluded="tool_error", stop_reason="tool_error")
+    assert not out.trainable
+    assert not make(**masked).trainable  # nothing to train on, though not excluded
+    with pytest.raises(TrajectoryError, match="excluded"):
+        make(excluded="tool_error")  # an excluded episode keeps no token in the loss
+
+
+def test_records_written_before_the_excluded_field_still_read(tmp_path):
+    old = make(loss_mask=[0] * 7, behavior_logprobs=[0.0] * 7, token_kinds=[P, P, M, M, OB, OB, M],
+               stop_reason="timeout").to_dict()
+    for key in ("excluded", "temperature", "top_p", "top_k", "metrics"):
+        old.pop(key)
+    old["info"] = {"excluded": True, "answer": "1"}
+    t = Trajectory.from_dict(old)
+    assert t.excluded == "timeout" and t.info == {"answer": "1"} and not t.trainable
+
+
+def test_packing_takes_trainable_rows_and_their_sampling_settings():
+    from agentrl.rollout.packing import to_train_batch
+
+    masked = dict(loss_mask=[0] * 7, behavior_logprobs=[0.0] * 7, token_kinds=[P, P, M, M, OB, OB, M])
+    trajs = [make(temperature=0.7, top_k=5, group_id=1), make(temperature=0.7, top_k=5, group_id=2, reward=0.0),
+             make(**masked, excluded="error", stop_reason="error")]
+    batch = to_train_batch(trajs)
+    assert len(batch) == 2 and (batch.temperature, batch.top_p, batch.top_k) == (0.7, 1.0, 5)
+    assert batch.rewards.tolist() == [1.0, 0.0] and batch.group_ids.tolist() == [0, 1]
+    assert to_train_batch(trajs[2:]) is None
+    with pytest.raises(ValueError, match="different settings"):
+        to_train_batch([make(temperature=0.7), make(temperature=1.0)])
