@@ -24,7 +24,7 @@ import importlib.util
 import re
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,6 +66,21 @@ class RunConfig:
     """Also log to TensorBoard (needs the tensorboard package)."""
     wandb: bool = False
     """Also log to Weights & Biases (needs the wandb package and a login)."""
+    async_: bool = field(default=False, metadata={"key": "async"})
+    """``run.async``: keep rollouts running while the learner updates (rollout.max_staleness bounds how old a
+    batch may be; rollout.partial lets updates land mid-episode). false: rollout and update take turns."""
+
+
+@dataclass
+class LoraConfig:
+    r: int = 0
+    """Adapter rank (0: no LoRA, every weight trains)."""
+    alpha: float = 16.0
+    """LoRA scaling alpha (the update is scaled by alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input (0 keeps the learner's logprobs deterministic)."""
+    target_modules: list[str] | str = "all-linear"
+    """Modules that get adapters: peft's "all-linear" or a list of names (e.g. [q_proj, v_proj])."""
 
 
 @dataclass
@@ -78,6 +93,8 @@ class ModelConfig:
     """Training dtype."""
     device: str = "cpu"
     """Learner device (cpu, cuda, cuda:1, ...)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """``model.lora.*``: train LoRA adapters (peft) instead of every weight; r=0 trains every weight."""
 
 
 @dataclass
@@ -126,15 +143,34 @@ class SFTConfig:
 @dataclass
 class BackendConfig:
     kind: Literal["hf", "vllm", "openai"] = "hf"
-    """Rollout engine: hf (in-process, dynamic batching), vllm (in-process engine), openai (servers)."""
+    """Rollout engine: hf (in process, dynamic batching), vllm (an in-process vLLM engine beside the learner),
+    openai (OpenAI-compatible /v1/completions servers, e.g. `vllm serve`)."""
     max_batch_size: int = 64
-    """HF backend: requests decoded together at most."""
+    """hf: requests decoded together at most."""
     urls: list[str] = field(default_factory=list)
-    """openai backend: base URLs of the /v1/completions servers."""
+    """openai: base URLs of the servers (requests are balanced over them)."""
+    served_model: str | None = None
+    """openai: the model name the servers serve (`--served-model-name`); null: the server's default."""
+    api_key: str | None = None
+    """openai: bearer token for the servers."""
+    weight_sync: Literal["vllm", "none"] = "vllm"
+    """openai: how servers get new weights: vllm (its reload endpoints, VLLM_SERVER_DEV_MODE=1) or none
+    (you restart them; only the version moves)."""
+    weights_dir: str | None = None
+    """openai: the folder the trainer writes the policy to for the servers (it must be readable by them, e.g.
+    a shared file system); null: RUN_DIR/policy."""
     dtype: str = "auto"
-    """vllm backend: engine dtype."""
+    """vllm: engine dtype (auto: the model's; float32 for a trainer-exact engine)."""
     gpu_memory_utilization: float = 0.5
-    """vllm backend: share of GPU memory the engine may take (the learner needs the rest)."""
+    """vllm: share of GPU memory the engine may take (the learner needs the rest)."""
+    enforce_eager: bool | None = None
+    """vllm: no CUDA graphs / torch.compile (null: eager on CPU, where compiling takes minutes)."""
+    sleep: bool = False
+    """vllm: put the engine to sleep during each update (frees its GPU memory; CUDA builds only)."""
+    bucket_mb: int = 512
+    """vllm: weights reach the engine in buckets of this many MiB (the most an update adds to memory)."""
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    """vllm: extra vllm.AsyncEngineArgs (e.g. max_num_seqs, tensor_parallel_size)."""
 
 
 @dataclass
@@ -197,12 +233,7 @@ class TrainConfig:
                               "in [0, 1] (fractions of sft.steps and of sft.lr)")
         if self.sft.stop_loss is not None and self.sft.stop_loss <= 0:
             raise ConfigError(f"sft.stop_loss={self.sft.stop_loss} must be > 0 (or null: no early stop)")
-        if self.backend.kind == "openai" and not self.backend.urls:
-            raise ConfigError("backend.kind=openai needs backend.urls (the /v1/completions servers)")
-        if self.backend.kind != "hf":
-            raise ConfigError(f"backend.kind={self.backend.kind}: only the hf backend trains from "
-                              "python -m agentrl.train today; see docs/inference.md for vLLM and OpenAI-server "
-                              "rollouts outside training")
+        self._check_backend()
         if self.run.save_every < 0 or self.run.keep_last < 1 or self.run.log_trajectories < 0:
             raise ConfigError(f"run.save_every={self.run.save_every} must be >= 0, run.keep_last="
                               f"{self.run.keep_last} >= 1 and run.log_trajectories={self.run.log_trajectories} >= 0")
@@ -213,8 +244,34 @@ class TrainConfig:
             raise ConfigError(f"eval.tasks={self.eval.tasks} must be >= 0, eval.samples={self.eval.samples} >= 1, "
                               f"eval.temperature={self.eval.temperature} >= 0 and eval.every={self.eval.every} >= 0")
 
+    def _check_backend(self) -> None:
+        backend, rollout, lora = self.backend, self.rollout, self.model.lora
+        if backend.kind == "openai" and not backend.urls:
+            raise ConfigError("backend.kind=openai needs backend.urls (the /v1/completions servers)")
+        if backend.kind == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ConfigError("backend.kind=vllm needs vLLM, which is not installed here: `pip install "
+                              "'agentrl[vllm]'` on a GPU machine, or `make setup-vllm` for the CPU build (.venv-vllm)")
+        if rollout.partial and not self.run.async_:
+            raise ConfigError("rollout.partial=true lets weight updates land during episodes, which only happens "
+                              "with overlapped rollouts: set run.async=true (or rollout.partial=false)")
+        if rollout.partial and backend.kind != "hf":
+            raise ConfigError(f"rollout.partial=true needs a backend that can switch weights between decoding "
+                              f"steps of a request in flight; backend.kind={backend.kind} waits for requests to "
+                              "finish (only hf can): set rollout.partial=false")
+        if backend.sleep and (backend.kind != "vllm" or self.run.async_):
+            raise ConfigError("backend.sleep=true puts a colocated vLLM engine to sleep while the learner updates: "
+                              "it needs backend.kind=vllm and run.async=false (overlapped rollouts keep generating)")
+        if backend.sleep and not _cuda_available():
+            raise ConfigError("backend.sleep=true: vLLM's sleep mode is a CUDA feature (its CuMem allocator); there "
+                              "is no CUDA device here, so set backend.sleep=false")
+        if lora.r < 0 or (lora.r > 0 and importlib.util.find_spec("peft") is None):
+            raise ConfigError(f"model.lora.r={lora.r}: must be >= 0 (0: no LoRA), and LoRA needs the peft package "
+                              "(pip install peft)")
+        if backend.bucket_mb < 1:
+            raise ConfigError(f"backend.bucket_mb={backend.bucket_mb} must be >= 1")
+
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _to_tree(self)
         data["learner"] = {"preset": self.learner.preset, **self.learner.overrides}
         return data
 
@@ -281,23 +338,46 @@ def _coerce(value: Any, hint: Any) -> Any:
     return value
 
 
+def _key(f: Any) -> str:
+    """A field's config key: its name, or metadata["key"] where the name is a Python keyword (run.async)."""
+    return f.metadata.get("key", f.name)
+
+
+def _to_tree(obj: Any) -> Any:
+    """A config dataclass as plain data under its config keys (what YAML files and overrides use)."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {_key(f): _to_tree(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [_to_tree(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _to_tree(v) for k, v in obj.items()}
+    return obj
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}
+    known = {_key(f): f for f in fields(cls)}
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in known:
             raise ConfigError(f"unknown config key {path!r}.{_suggest(key, list(known))}")
-        hint = hints[key]
+        name = known[key].name
+        hint = hints[name]
         if is_dataclass(hint):
             if not isinstance(value, dict):
                 raise ConfigError(f"{path} must be a mapping of its fields, got {value!r}")
-            kwargs[key] = _build(hint, value, path)
+            kwargs[name] = _build(hint, {**_to_tree(hint()), **value}, path)
             continue
         if not _type_ok(value, hint):
             raise ConfigError(f"{path}={value!r} has the wrong type: expected {_type_name(hint)}")
-        kwargs[key] = _coerce(value, hint)
+        kwargs[name] = _coerce(value, hint)
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -410,7 +490,7 @@ def config_from_dict(tree: dict[str, Any]) -> TrainConfig:
         if f.name == "learner":
             continue
         base = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
-        data = {**asdict(base), **(tree.get(f.name) or {})} if isinstance(tree.get(f.name, {}), dict) else None
+        data = {**_to_tree(base), **(tree.get(f.name) or {})} if isinstance(tree.get(f.name, {}), dict) else None
         if data is None:
             raise ConfigError(f"section {f.name!r} must be a mapping, got {tree[f.name]!r}")
         built[f.name] = _build(type(base), data, f.name)

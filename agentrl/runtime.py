@@ -1,14 +1,17 @@
-"""What a run needs before its loop starts: the model and tokenizer, the sandbox, the env factory.
+"""What a run needs before its loop starts: the model and tokenizer, the sandbox, the env factory, the rollout
+backend and how new weights reach it.
 
 Shared by ``agentrl.train`` and ``agentrl.eval`` so both resolve models and sandboxes the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 EnvFactory = Callable[[], Any]
@@ -29,10 +32,7 @@ def load_model(path_or_preset: str | None, *, preset: str = "tiny", seed: int = 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agentrl.tiny import PRESETS, build_tiny
-
-    if path_or_preset is None or path_or_preset in PRESETS:
-        path_or_preset = str(build_tiny(path_or_preset or preset, seed=seed))
+    path_or_preset = model_folder(path_or_preset, preset=preset, seed=seed)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     try:
         tokenizer = AutoTokenizer.from_pretrained(path_or_preset)
@@ -106,3 +106,84 @@ def make_env_factory(env_id: str, kwargs: dict[str, Any] | None = None) -> EnvFa
     probe = envs.make(env_id, **kwargs)
     probe.close()
     return lambda: envs.make(env_id, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The rollout backend of a training run, and how new weights reach it
+# ---------------------------------------------------------------------------------------------------
+def model_folder(path_or_preset: str | None, *, preset: str = "tiny", seed: int = 0) -> str:
+    """The checkpoint folder (or HF id) ``load_model`` reads for this model setting."""
+    from agentrl.tiny import PRESETS, build_tiny
+
+    if path_or_preset is None or path_or_preset in PRESETS:
+        return str(build_tiny(path_or_preset or preset, seed=seed))
+    return path_or_preset
+
+
+def apply_lora(model: Any, lora: Any) -> Any:
+    """``model`` with trainable LoRA adapters (peft) as ``lora`` (an agentrl.config.LoraConfig) says; only the
+    adapters train. ALP's perturbation and every loss see the wrapped model as any other."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def make_backend(config: Any, model: Any, tokenizer: Any, *, start_folder: str, initial_version: int) -> Any:
+    """The rollout backend ``config.backend`` names (``config`` is an agentrl.config.TrainConfig), holding the
+    weights of ``model`` (in process) or of ``start_folder`` (an engine's or a server's starting point)."""
+    import torch
+
+    b = config.backend
+    if b.kind == "hf":
+        from agentrl.inference.hf import HFBackend
+
+        return HFBackend(model, tokenizer, max_batch_size=b.max_batch_size, seed=config.run.seed,
+                         initial_version=initial_version, allow_partial=config.rollout.partial)
+    if b.kind == "vllm":
+        from agentrl.inference.vllm import VLLMBackend
+
+        lora = config.model.lora
+        return VLLMBackend(start_folder, dtype=b.dtype, seed=config.run.seed,
+                           gpu_memory_utilization=b.gpu_memory_utilization,
+                           max_model_len=config.rollout.max_context_tokens, enable_sleep_mode=b.sleep,
+                           enforce_eager=b.enforce_eager if b.enforce_eager is not None else not torch.cuda.is_available(),
+                           initial_version=initial_version, enable_lora=lora.r > 0, max_lora_rank=max(lora.r, 1),
+                           bucket_mb=b.bucket_mb, engine_kwargs=b.engine_kwargs)
+    from agentrl.inference.openai import OpenAICompletionsBackend
+
+    return OpenAICompletionsBackend(b.urls, model=b.served_model, api_key=b.api_key, weight_sync=b.weight_sync,
+                                    initial_version=initial_version)
+
+
+class WeightPublisher:
+    """After each update, the learner's weights reach the backend by the backend's own mechanism:
+
+    - hf: the state dict, copied in place into the backend's model (adapters only with LoRA);
+    - vllm: the named tensors, streamed to the engine in buckets (a LoRA adapter: saved, then loaded);
+    - openai: saved with ``save_pretrained`` to ``weights_dir`` (the adapter alone with LoRA), which every
+      server reloads.
+    """
+
+    def __init__(self, kind: str, model: Any, backend: Any, weights_dir: Path) -> None:
+        self.kind, self.model, self.backend, self.weights_dir = kind, model, backend, Path(weights_dir)
+        self.lora = hasattr(model, "peft_config")
+
+    async def publish(self) -> int:
+        """Send the current weights; returns the backend's new version."""
+        if self.kind == "hf":
+            state = self.model.state_dict()
+            if self.lora:
+                state = {k: v for k, v in state.items() if "lora_" in k}
+            return await self.backend.aupdate_weights(state)
+        if self.kind == "vllm" and not self.lora:
+            return await self.backend.aupdate_weights(_hf_named_tensors(self.model))
+        folder = self.weights_dir / (f"adapter-v{self.backend.version + 1}" if self.lora else "policy")
+        await asyncio.to_thread(self.model.save_pretrained, folder)
+        return await self.backend.aupdate_weights(folder)
+
+
+def _hf_named_tensors(model: Any) -> Iterator[tuple[str, Any]]:
+    """The model's tensors under their Hugging Face checkpoint names, lazily (no second copy)."""
+    yield from model.state_dict().items()

@@ -44,8 +44,10 @@ from agentrl.config import (
     load_config,
 )
 from agentrl.eval import evaluate
+from agentrl.inference.base import Backend
 from agentrl.inference.hf import HFBackend
-from agentrl.rollout import RolloutManager, Trajectory, admit, to_train_batch
+from agentrl.rollout import RolloutManager, Trajectory, to_train_batch
+from agentrl.rollout.pipeline import RolloutPipeline
 from agentrl.run_dir import (
     MetricsLog,
     latest_checkpoint,
@@ -57,7 +59,16 @@ from agentrl.run_dir import (
     write_evals,
     write_trajectories,
 )
-from agentrl.runtime import EnvFactory, load_model, make_env_factory, sandbox_for
+from agentrl.runtime import (
+    EnvFactory,
+    WeightPublisher,
+    apply_lora,
+    load_model,
+    make_backend,
+    make_env_factory,
+    model_folder,
+    sandbox_for,
+)
 from agentrl.sft import warm_up
 from alp.learner import Learner
 from alp.logprobs import score
@@ -136,9 +147,12 @@ def task_seeds(config: TrainConfig, step: int) -> list[int]:
 
 
 def build_learner(config: TrainConfig, model: torch.nn.Module, state: dict[str, Any] | None) -> Learner:
-    """The learner over ``model``, restored from a checkpoint's state when given. A frozen copy of the
-    starting policy is the reference only when a KL-to-reference term is on (kl_coef > 0)."""
+    """The learner over ``model`` (with LoRA adapters when model.lora.r > 0), restored from a checkpoint's state
+    when given. A frozen copy of the starting policy is the reference only when a KL-to-reference term is on
+    (kl_coef > 0)."""
     learner_cfg = config.learner.build()
+    if config.model.lora.r > 0:
+        model = apply_lora(model, config.model.lora)
     ref_model = copy.deepcopy(model).eval().requires_grad_(False) if learner_cfg.kl_coef > 0 else None
     learner = Learner(model, learner_cfg, ref_model=ref_model, device=config.model.device)
     if state is not None:
@@ -168,7 +182,7 @@ class HeldOut:
         self.run_dir, self.config, self.tokenizer, self.env_factory = run_dir, config, tokenizer, env_factory
         self.evals: dict[str, dict[str, float]] = read_evals(run_dir) if resume else {}
 
-    async def __call__(self, backend: HFBackend, label: str) -> dict[str, float]:
+    async def __call__(self, backend: Backend, label: str) -> dict[str, float]:
         cfg = self.config
         if cfg.eval.tasks <= 0:
             return {}
@@ -200,38 +214,30 @@ async def warm_up_stage(config: TrainConfig, model: torch.nn.Module, tokenizer: 
     return int(warm["steps"])
 
 
-class Rollouts:
-    """Each step's trajectories and rollout metrics.
+async def start_backend(config: TrainConfig, model: torch.nn.Module, tokenizer: Any, run_dir: Path,
+                        checkpoint: Path | None, start_step: int, *, sft: bool) -> tuple[Backend, WeightPublisher]:
+    """The rollout backend at policy version ``start_step`` and how new weights reach it.
 
-    Synchronous (``rollout.max_staleness`` 0): one batch of the step's tasks, sampled by the current policy.
-    Off-policy (k > 0): a stream keeps generating while the learner trains; a step takes finished groups and
-    admits those whose oldest sampled token is at most k versions old (``admit``).
+    An engine starts from the weights the learner holds: the checkpoint's model folder on resume, RUN_DIR/sft
+    after a warm-up, else the model's own folder. Servers (openai) hold whatever they were started with, and an
+    engine's start folder cannot hold LoRA adapters, so those are brought to the learner's weights first
+    (one publish, from version start_step - 1).
     """
-
-    def __init__(self, manager: RolloutManager, backend: HFBackend, config: TrainConfig, start_step: int) -> None:
-        self.manager, self.backend, self.config = manager, backend, config
-        self.stream = None
-        if config.rollout.max_staleness > 0:
-            seeds = (s for step in range(start_step, 1 << 30) for s in task_seeds(config, step))
-            self.stream = manager.stream(seeds)
-
-    async def collect(self, step: int) -> tuple[list[Trajectory], dict[str, float]]:
-        if self.stream is None:
-            batch = await self.manager.run(task_seeds(self.config, step))
-            return batch.trajectories, dict(batch.metrics)
-        t0, kept, stale = time.perf_counter(), [], 0
-        while len({t.group_id for t in kept}) < self.config.run.tasks_per_step:
-            group = await self.stream.__anext__()
-            admitted, rejected = admit(group.trajectories, self.backend.version, self.config.rollout.max_staleness)
-            kept += admitted
-            stale += len(rejected)
-        metrics = self.manager.summarize(kept, time.perf_counter() - t0)
-        metrics["rollout/stale_rejected"] = float(stale)
-        return kept, metrics
-
-    async def aclose(self) -> None:
-        if self.stream is not None:
-            await self.stream.aclose()
+    mc = config.model
+    lora = mc.lora.r > 0
+    if checkpoint is not None and not lora:
+        start_folder = str(checkpoint / "model")
+    elif sft:
+        start_folder = str(run_dir / "sft")
+    else:
+        start_folder = model_folder(mc.path, preset=mc.preset, seed=config.run.seed)
+    catch_up = config.backend.kind == "openai" or (config.backend.kind == "vllm" and lora and checkpoint is not None)
+    backend = make_backend(config, model, tokenizer, start_folder=start_folder,
+                           initial_version=start_step - int(catch_up))
+    weights = WeightPublisher(config.backend.kind, model, backend, Path(config.backend.weights_dir or run_dir / "policy"))
+    if catch_up:
+        await weights.publish()
+    return backend, weights
 
 
 class Checkpoints:
@@ -351,32 +357,38 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
         if state is None and config.sft.steps > 0:
             sft_steps = await warm_up_stage(config, model, tokenizer, train_env, held_out, run_dir)
         learner = build_learner(config, model, state)
+        model = learner.model  # with LoRA: the adapter-wrapped model
         if state is not None:
             torch.set_rng_state(state["torch_rng"])
         if world > 1:
             share_start(learner, checkpoint)
             log.info("data-parallel learner over %d ranks", world)
-        backend = HFBackend(model, tokenizer, max_batch_size=config.backend.max_batch_size, seed=config.run.seed,
-                            initial_version=start_step)
+        backend, weights = await start_backend(config, model, tokenizer, run_dir, checkpoint, start_step,
+                                               sft=sft_steps > 0)
         stack.push_async_callback(backend.aclose)
+        log.info("rollouts: %s backend%s", config.backend.kind,
+                 f", overlapped (max staleness {config.rollout.max_staleness}"
+                 f"{', partial' if config.rollout.partial else ''})" if config.run.async_ else "")
         metrics_log = MetricsLog(run_dir, resume_step=start_step - 1 if state is not None else None,
                                  tensorboard=config.run.tensorboard,
                                  wandb_config=config.to_dict() if config.run.wandb else None)
         stack.callback(metrics_log.close)
         if "before" not in held_out.evals:
             await held_out(backend, "before")
-        await rl_loop(config, run_dir, model, tokenizer, learner, backend, metrics_log, held_out, train_env,
-                      start_step=start_step, world=world, started=started)
+        await rl_loop(config, run_dir, model, tokenizer, learner, backend, weights, metrics_log, held_out,
+                      train_env, start_step=start_step, world=world, started=started)
         await held_out(backend, "after")
     return finish(config, run_dir, model, tokenizer, held_out.evals, sft_steps=sft_steps, started=started)
 
 
 async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, tokenizer: Any, learner: Learner,
-                  backend: HFBackend, metrics_log: MetricsLog, held_out: HeldOut, train_env: EnvFactory, *,
-                  start_step: int, world: int, started: float) -> None:
+                  backend: Backend, weights: WeightPublisher, metrics_log: MetricsLog, held_out: HeldOut,
+                  train_env: EnvFactory, *, start_step: int, world: int, started: float) -> None:
     """Steps start_step .. run.steps - 1; checkpoints as configured and at the end. On Ctrl-C the step in
     flight finishes, is logged and checkpointed, and KeyboardInterrupt is raised."""
-    rollouts = Rollouts(RolloutManager(backend, tokenizer, train_env, config.rollout), backend, config, start_step)
+    rollouts = RolloutPipeline(RolloutManager(backend, tokenizer, train_env, config.rollout),
+                               lambda step: task_seeds(config, step), start_step=start_step,
+                               overlap=config.run.async_, max_staleness=config.rollout.max_staleness)
     checkpoints = Checkpoints(run_dir, config, model, tokenizer, learner, start_step)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentrl-learner")
     bar = tqdm(total=config.run.steps, initial=start_step, desc="rl", disable=not config.run.progress)
@@ -396,13 +408,21 @@ async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, to
                     attach_learner_ratios(model, trajectories[: config.run.log_trajectories])
                 if world > 1:
                     broadcast(batch)  # None: the followers skip this step too
-                if batch is not None:  # in a worker thread, so off-policy generation goes on meanwhile
+                if config.backend.sleep:
+                    await backend.asleep()  # the engine's GPU memory goes to the learner meanwhile
+                t_update = time.perf_counter()
+                if batch is not None:  # in a worker thread, so overlapped generation goes on meanwhile
                     update = executor.submit(learner.update, batch)
                     metrics.update(await asyncio.wrap_future(update))
                     update = None
                 else:
                     log.warning("step %d: no trainable trajectory (all excluded); skipping the update", step)
-                await backend.aupdate_weights({k: v.detach().clone() for k, v in model.state_dict().items()})
+                metrics["perf/learner_idle_share"] = 1.0 - (time.perf_counter() - t_update) / max(
+                    time.perf_counter() - t0, 1e-9)
+                if config.backend.sleep:
+                    await backend.awake_up()
+                await weights.publish()
+                await rollouts.weights_updated()
                 if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < config.run.steps:
                     metrics.update(await held_out(backend, f"step_{step}"))
                 metrics["perf/step_s"] = time.perf_counter() - t0

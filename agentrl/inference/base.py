@@ -1,8 +1,14 @@
 """The inference backend contract (DESIGN.md, Inference backend).
 
     completions = await backend.generate(prompt_token_ids, SamplingParams(...))   # list of n Completion
-    token_ids, logprobs, finish_reason, version = completions[0]
+    c = completions[0]          # c.token_ids, c.logprobs, c.finish_reason, c.versions (one per token)
     backend.update_weights(state_dict_or_checkpoint_path)                          # version += 1
+
+Versions: every sampled token records the policy version of the weights that sampled it. A backend that
+applies a weight update between decoding steps of a request in flight (the HF backend with
+``allow_partial=True``: partial rollouts) reports one version per token (``Completion.token_versions``);
+otherwise an update waits for the requests in flight and a completion has one ``version``. A version bump
+never aborts a request.
 
 Logprob convention (the same everywhere in agentrl): the logprob of each sampled token under the
 distribution the engine actually sampled from — logits divided by the temperature, then top-k and top-p
@@ -14,6 +20,8 @@ learner refuses to train on greedy rollouts.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
@@ -61,7 +69,16 @@ class Completion(NamedTuple):
     logprobs: list[float]
     finish_reason: FinishReason
     version: int
-    """Policy version of the weights that sampled every token of this completion."""
+    """Policy version of the weights that sampled the first token (every token, unless token_versions)."""
+    token_versions: tuple[int, ...] | None = None
+    """One version per token when a weight update landed while this request was decoding (partial rollouts)."""
+
+    @property
+    def versions(self) -> list[int]:
+        """The policy version of every sampled token."""
+        if self.token_versions is not None:
+            return list(self.token_versions)
+        return [self.version] * len(self.token_ids)
 
 
 @runtime_checkable
@@ -86,3 +103,93 @@ class BackendStats:
     generated_tokens: int = 0
     busy_s: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
+
+
+DEFAULT_GATE_POLL_S = 0.005
+"""How often a request waiting for a weight update or a sleep to end looks again, seconds."""
+
+
+class RequestGate:
+    """Requests against a hold (a weight update, a sleep): new requests wait while a hold is on, and a hold
+    waits for the requests in flight, so no request ever sees half an update.
+
+    ``async with gate.request():`` around each request (it yields the version at its start);
+    ``with gate.hold("update"):`` around the update, from a thread that is not running those requests'
+    event loop (``asyncio.to_thread``), or the requests in flight could never finish.
+    """
+
+    def __init__(self, version: int = 0) -> None:
+        self.version = version
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
+        self._held: str | None = None
+
+    @property
+    def held(self) -> str | None:
+        """Why requests wait now ("update", "sleep", ...), or None."""
+        return self._held
+
+    def request(self) -> _Request:
+        return _Request(self)
+
+    def hold(self, why: str) -> _Hold:
+        return _Hold(self, why)
+
+    def take(self, why: str) -> None:
+        """Start a hold that outlives one block (a sleep); :meth:`release` ends it."""
+        self.hold(why).__enter__()
+
+    def release(self) -> None:
+        with self._lock:
+            self._held = None
+
+
+class _Request:
+    def __init__(self, gate: RequestGate) -> None:
+        self.gate = gate
+
+    async def __aenter__(self) -> int:
+        g = self.gate
+        while True:
+            with g._lock:
+                if g._held is None:
+                    g._in_flight += 1
+                    return g.version
+            await asyncio.sleep(DEFAULT_GATE_POLL_S)
+
+    async def __aexit__(self, *exc: object) -> None:
+        g = self.gate
+        with g._lock:
+            g._in_flight -= 1
+            if g._in_flight == 0:
+                g._idle.notify_all()
+
+
+class _Hold:
+    def __init__(self, gate: RequestGate, why: str) -> None:
+        self.gate, self.why = gate, why
+
+    def __enter__(self) -> None:
+        g = self.gate
+        with g._lock:
+            if g._held is not None:
+                raise RuntimeError(f"the backend is busy ({g._held}); one update or sleep at a time")
+            if g._in_flight and _on_loop_thread():
+                raise RuntimeError(f"{self.why} called on an event loop with requests in flight: they could never "
+                                   "finish; use the backend's async method (e.g. `await backend.aupdate_weights(...)`) "
+                                   "or call it between rollouts")
+            g._held = self.why
+            while g._in_flight:
+                g._idle.wait()
+
+    def __exit__(self, *exc: object) -> None:
+        self.gate.release()
+
+
+def _on_loop_thread() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False

@@ -9,6 +9,12 @@ finish, and requests that arrive meanwhile join the next batch. The forward pass
 Sampling follows the convention in :mod:`agentrl.inference.base`: each token is drawn from
 ``alp.logprobs.sampling_distribution`` (temperature, then top-k / top-p with renormalisation) and its
 logprob under that same distribution is returned, so the learner's recomputation matches.
+
+Weight updates wait for the batch in flight (every completion then has one version), unless
+``allow_partial=True`` (partial rollouts): an update then lands between two decoding steps, the rows in
+flight continue under the new weights with the KV cache they have, and every token reports the version of
+the weights that sampled it (``Completion.token_versions``). A version bump never aborts a request. A PEFT
+(LoRA) model takes adapter-only state dicts.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class _Request:
     loop: asyncio.AbstractEventLoop
     out_ids: list[int] = field(default_factory=list)
     out_logprobs: list[float] = field(default_factory=list)
+    out_versions: list[int] = field(default_factory=list)
     finish: str | None = None
 
     @property
@@ -62,7 +69,7 @@ class HFBackend:
     def __init__(self, model: torch.nn.Module, tokenizer: Any = None, *, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                  gather_window_s: float = DEFAULT_GATHER_WINDOW_S, copy_model: bool = True, seed: int = 0,
                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                 initial_version: int = 0) -> None:
+                 initial_version: int = 0, allow_partial: bool = False) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size={max_batch_size} must be >= 1")
         self.model = copy.deepcopy(model) if copy_model else model
@@ -77,6 +84,8 @@ class HFBackend:
         self.pad_id: int = pad if pad is not None else (config.pad_token_id or 0)
         self.max_batch_size = max_batch_size
         self.gather_window_s = gather_window_s
+        self.allow_partial = allow_partial
+        self._adapter_only = hasattr(self.model, "peft_config")  # a LoRA model: updates carry adapters only
         self.stats = BackendStats()
         self._version = initial_version  # a resumed run continues its version count
         self._seed_counter = seed * 1_000_003
@@ -119,9 +128,10 @@ class HFBackend:
     def update_weights(self, weights: dict[str, Any] | str | Path) -> int:
         """Load new weights (a state dict or a checkpoint folder/file) between batches; returns the version."""
         state = _load_state(weights)
-        with self._weights_lock:  # waits for the batch in flight; generation never sees half an update
+        with self._weights_lock:  # waits for the batch (or, partial, the decoding step) in flight
             missing, unexpected = self.model.load_state_dict(state, strict=False)
-            real_missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied embeddings
+            real_missing = [k for k in missing if not k.endswith("lm_head.weight")  # tied embeddings
+                            and not self._adapter_only]
             if real_missing or unexpected:
                 raise ValueError(f"weights do not fit the model: missing {real_missing[:5]}, unexpected "
                                  f"{unexpected[:5]}")
@@ -180,9 +190,11 @@ class HFBackend:
                 continue
             start = time.perf_counter()
             try:
-                with self._weights_lock:
-                    version = self._version
+                if self.allow_partial:  # updates may land between decoding steps
                     self._run_batch(batch)
+                else:
+                    with self._weights_lock:
+                        self._run_batch(batch)
             except Exception as exc:  # an engine fault fails these requests, never the worker
                 log.exception("HF backend batch failed")
                 for r in batch:
@@ -193,7 +205,9 @@ class HFBackend:
             self.stats.batches += 1
             self.stats.batch_sizes.append(len(batch))
             for r in batch:
-                _resolve(r, result=Completion(r.out_ids, r.out_logprobs, r.finish or "abort", version))
+                versions = tuple(r.out_versions)
+                _resolve(r, result=Completion(r.out_ids, r.out_logprobs, r.finish or "abort", versions[0],
+                                              versions if len(set(versions)) > 1 else None))
 
     def _run_batch(self, batch: list[_Request]) -> None:
         from alp.logprobs import sampling_distribution
@@ -214,8 +228,8 @@ class HFBackend:
         from transformers import DynamicCache
 
         cache = DynamicCache()
-        out = self.model(input_ids=ids, attention_mask=attn, position_ids=positions, cache=cache,
-                         use_cache=True, logits_to_keep=1)
+        out, version = self._forward(input_ids=ids, attention_mask=attn, position_ids=positions, cache=cache,
+                                     use_cache=True, logits_to_keep=1)
         next_pos = positions[:, -1:] + 1  # (B, 1)
         step = 0
         while active:
@@ -236,6 +250,7 @@ class HFBackend:
                 tok = int(tokens[j])
                 r.out_ids.append(tok)
                 r.out_logprobs.append(float(chosen_lp[j]))
+                r.out_versions.append(version)
                 if r.future.cancelled():
                     r.finish = "abort"
                 elif tok in self.eos_ids or tok in r.sampling.stop_token_ids or self._hit_stop_string(r):
@@ -254,9 +269,17 @@ class HFBackend:
                 attn, next_pos, tokens = attn[index], next_pos[index], tokens[index]
                 active = [active[j] for j in keep]
             attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)  # (B, T+1)
-            out = self.model(input_ids=tokens[:, None], attention_mask=attn, position_ids=next_pos, cache=cache,
-                             use_cache=True)
+            out, version = self._forward(input_ids=tokens[:, None], attention_mask=attn, position_ids=next_pos,
+                                         cache=cache, use_cache=True)
             next_pos = next_pos + 1
+
+    def _forward(self, **inputs: Any) -> tuple[Any, int]:
+        """One forward pass and the version of the weights it ran with (under the weights lock when updates
+        may land between decoding steps; otherwise the caller holds it for the whole batch)."""
+        if not self.allow_partial:
+            return self.model(**inputs), self._version
+        with self._weights_lock:
+            return self.model(**inputs), self._version
 
     def _hit_stop_string(self, r: _Request) -> bool:
         if not r.sampling.stop or self.tokenizer is None:

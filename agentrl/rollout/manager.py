@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,17 +69,21 @@ class RolloutConfig:
     top_k: int = 0
     seed: int = 0
     """Base seed: episode (group g, sample i, turn k) samples with a seed derived from it."""
-    max_staleness: int = 0
-    """Off-policy mode (k > 0): generation continues while the learner trains, and a trajectory is admitted
-    only if its oldest sampled token's policy version >= current - k. 0 = synchronous (the default)."""
+    max_staleness: int = 1
+    """With overlapped rollouts (run.async): generation runs at most k policy versions ahead of the learner,
+    and a trajectory is admitted only if its oldest sampled token's version >= current - k (>= 1)."""
+    partial: bool = False
+    """With overlapped rollouts: a weight update lands while episodes decode (they continue under the new
+    weights; each token keeps the version that sampled it) instead of waiting for the requests in flight."""
 
     def __post_init__(self) -> None:
         for name in ("n_samples", "max_turns", "max_new_tokens", "max_context_tokens", "tool_output_tokens",
                      "concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"rollout.{name}={getattr(self, name)} must be >= 1")
-        if self.max_staleness < 0:
-            raise ValueError(f"rollout.max_staleness={self.max_staleness} must be >= 0 (0 = synchronous)")
+        if self.max_staleness < 1:
+            raise ValueError(f"rollout.max_staleness={self.max_staleness} must be >= 1 (it bounds overlapped "
+                             "rollouts; synchronous training is run.async=false)")
         if self.episode_timeout_s <= 0:
             raise ValueError(f"rollout.episode_timeout_s={self.episode_timeout_s} must be > 0")
         if self.max_new_tokens >= self.max_context_tokens:
@@ -116,6 +120,25 @@ class RolloutManager:
         self.env_factory = env_factory
         self.config = config or RolloutConfig()
         self.bridge = bridge or ChatBridge(tokenizer)
+        self._generating = 0  # generate calls outstanding now
+        self._busy_since = 0.0
+        self._busy_s = 0.0
+
+    def generator_busy_s(self) -> float:
+        """Seconds so far during which at least one generate call of this manager was outstanding (the
+        generator's busy time; its idle share over a window is 1 - busy / wall)."""
+        open_interval = time.perf_counter() - self._busy_since if self._generating else 0.0
+        return self._busy_s + open_interval
+
+    def _generation_started(self) -> None:
+        if self._generating == 0:
+            self._busy_since = time.perf_counter()
+        self._generating += 1
+
+    def _generation_ended(self) -> None:
+        self._generating -= 1
+        if self._generating == 0:
+            self._busy_s += time.perf_counter() - self._busy_since
 
     # -- batch -----------------------------------------------------------------------------------
     async def run(self, task_seeds: Sequence[int], *, reset_options: dict[str, Any] | None = None) -> RolloutBatch:
@@ -137,21 +160,24 @@ class RolloutManager:
         return RolloutBatch(trajectories, self.summarize(trajectories, wall, clock,
                                                          drift=self.bridge.drift_count - drift_before))
 
-    async def stream(self, task_seeds: Iterable[int], *,
+    async def stream(self, task_seeds: Iterable[int], *, gate: Callable[[int], Awaitable[None]] | None = None,
+                     max_buffered: int | None = None,
                      reset_options: dict[str, Any] | None = None) -> AsyncIterator[RolloutBatch]:
-        """Off-policy mode: keep episodes in flight and yield each finished group as soon as it is done.
+        """Overlapped mode: keep episodes in flight and yield each finished group as soon as it is done.
 
-        Groups are started from ``task_seeds`` in order (group ids 0, 1, 2, ...) while at most
-        ``concurrency`` episodes run; generation goes on while the consumer trains, so a group may hold
-        tokens of several policy versions (see :func:`admit`). Closing the generator cancels what is in
-        flight.
+        A producer task starts groups from ``task_seeds`` in order (group ids 0, 1, 2, ...) while at most
+        ``concurrency`` episodes run, independently of the consumer, so generation goes on while the consumer
+        trains and a group may hold tokens of several policy versions (see :func:`admit`). Before starting
+        group g it awaits ``gate(g)`` (the trainer's staleness bound), and it waits while ``max_buffered``
+        finished groups (default: two rounds of the concurrency) wait for the consumer: the queue between
+        producer and consumer is bounded. Closing the generator cancels what is in flight.
         """
         cfg = self.config
         semaphore = asyncio.Semaphore(cfg.concurrency)
-        max_groups = max(1, -(-cfg.concurrency // cfg.n_samples))  # enough groups to fill the bound
-        seeds = iter(task_seeds)
+        slots = asyncio.Semaphore(max(1, -(-cfg.concurrency // cfg.n_samples)))  # groups filling the bound
+        buffered = asyncio.Semaphore(max_buffered or 2 * max(1, -(-cfg.concurrency // cfg.n_samples)))
+        finished: asyncio.Queue[asyncio.Task | None] = asyncio.Queue()
         in_flight: set[asyncio.Task] = set()
-        next_group = 0
 
         async def group(group_id: int, seed: int) -> RolloutBatch:
             clock = _Clock()
@@ -162,31 +188,38 @@ class RolloutManager:
                     return await self.run_episode(seed, group_id=group_id, sample_id=sample,
                                                   reset_options=reset_options, clock=clock)
 
-            trajs = list(await asyncio.gather(*(one(i) for i in range(cfg.n_samples))))
+            try:
+                trajs = list(await asyncio.gather(*(one(i) for i in range(cfg.n_samples))))
+            finally:
+                slots.release()
             return RolloutBatch(trajs, self.summarize(trajs, time.perf_counter() - start, clock))
 
-        def refill() -> None:
-            nonlocal next_group
-            while len(in_flight) < max_groups:
-                seed = next(seeds, None)
-                if seed is None:
-                    return
-                in_flight.add(asyncio.create_task(group(next_group, seed)))
-                next_group += 1
+        async def produce() -> None:
+            try:
+                for group_id, seed in enumerate(task_seeds):
+                    if gate is not None:
+                        await gate(group_id)
+                    await buffered.acquire()  # released when the consumer takes a group
+                    await slots.acquire()  # released when a group finishes
+                    task = asyncio.create_task(group(group_id, seed))
+                    in_flight.add(task)
+                    task.add_done_callback(finished.put_nowait)
+            finally:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+                finished.put_nowait(None)  # no more groups
 
+        producer = asyncio.create_task(produce())
         try:
-            refill()
-            while in_flight:
-                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                for task in sorted(done, key=lambda t: t.result().trajectories[0].group_id):
-                    in_flight.discard(task)
-                    yield task.result()
-                refill()
+            while (task := await finished.get()) is not None:
+                in_flight.discard(task)
+                buffered.release()
+                yield task.result()
+            producer.result()  # raise what stopped the producer, if anything did
         finally:
+            producer.cancel()
             for task in in_flight:
                 task.cancel()
-            if in_flight:
-                await asyncio.gather(*in_flight, return_exceptions=True)
+            await asyncio.gather(producer, *in_flight, return_exceptions=True)
 
     # -- one episode -----------------------------------------------------------------------------
     async def run_episode(self, task_seed: int, *, group_id: int = 0, sample_id: int = 0,
@@ -234,11 +267,15 @@ class RolloutManager:
                 seed=_mix(cfg.seed, group_id, sample_id, turn, self.backend.version),
             )
             t0 = time.perf_counter()
-            completion = (await self.backend.generate(list(episode.token_ids), sampling))[0]
+            self._generation_started()
+            try:
+                completion = (await self.backend.generate(list(episode.token_ids), sampling))[0]
+            finally:
+                self._generation_ended()
             dt = time.perf_counter() - t0
             state["timings"]["generate_s"] += dt
             clock.generate_s += dt
-            text = episode.add_turn(completion.token_ids, completion.logprobs, policy_version=completion.version)
+            text = episode.add_turn(completion.token_ids, completion.logprobs, policy_version=completion.versions)
             if completion.finish_reason == "abort":
                 return "aborted"
             t0 = time.perf_counter()

@@ -30,7 +30,10 @@ def test_yaml_then_overrides(tmp_path):
     ("rollout.max_new_tokens=4096", "max_context_tokens"),
     ("rollout.temperature=0", "greedy"),
     ("backend.kind=openai", "backend.urls"),
-    ("backend.kind=vllm", "only the hf backend"),
+    ("rollout.partial=true", "run.async=true"),
+    ("rollout.max_staleness=0", "max_staleness"),
+    ("backend.sleep=true", "backend.kind=vllm"),
+    ("model.lora.r=-1", "model.lora.r"),
     ("run.keep_last=0", "run.keep_last"),
     ("eval.samples=0", "eval.samples"),
     ("run.steps", "key=value"),
@@ -64,10 +67,21 @@ def test_shipped_recipes_load_or_say_what_they_need():
     for name in recipes():
         try:
             cfg = load_config(name)
-        except ConfigError as exc:  # the vLLM recipes until vLLM trains from this entry point
-            assert "backend.kind=vllm" in str(exc), (name, exc)
+        except ConfigError as exc:  # the vLLM recipes where vLLM is not installed
+            assert "needs vLLM" in str(exc) and "make setup-vllm" in str(exc), (name, exc)
             cfg = load_config(name, ["backend.kind=hf"])
         assert cfg.run.steps > 0, name
+
+
+def test_backend_combinations_fail_when_the_config_is_built():
+    with pytest.raises(ConfigError, match="only hf can"):
+        load_config(None, ["run.async=true", "rollout.partial=true", "backend.kind=openai",
+                           "backend.urls=[http://127.0.0.1:1]"])
+    with pytest.raises(ConfigError, match="run.async=false"):
+        load_config(None, ["run.async=true", "backend.sleep=true"])
+    cfg = load_config(None, ["run.async=true", "rollout.partial=true", "model.lora.r=4"])
+    assert cfg.run.async_ and cfg.to_dict()["run"]["async"] is True and cfg.model.lora.r == 4
+    assert cfg.model.lora.target_modules == "all-linear"  # the rest of a nested section keeps its defaults
 
 
 def test_no_config_means_the_tiny_cpu_recipe():

@@ -115,7 +115,7 @@ def test_sigint_checkpoints_and_exits_cleanly(tmp_path, sandbox_url):
 
 
 def test_off_policy_mode_trains_and_reports_staleness(tmp_path, sandbox_url):
-    assert main(_args(tmp_path, sandbox_url, "run.steps=2", "rollout.max_staleness=1", "eval.tasks=0",
+    assert main(_args(tmp_path, sandbox_url, "run.steps=2", "run.async=true", "rollout.max_staleness=1", "eval.tasks=0",
                       "rollout.concurrency=8")) == 0
     rows = _metrics(tmp_path / "tiny-arithmetic")
     assert [r["step"] for r in rows] == [0, 1]

@@ -1,0 +1,52 @@
+"""Methods added to vLLM's workers (``worker_extension_cls``) so weights arrive in buckets.
+
+``VLLMBackend.update_weights(state_dict)`` streams the tensors in buckets of ``bucket_bytes``: each bucket
+is written to one safetensors file in shared memory, loaded by every worker with the model's own
+``load_weights`` inside one vLLM layer-wise reload (``initialize_layerwise_reload`` before the first
+bucket, ``finalize_layerwise_reload`` after the last), and deleted before the next is written. So the
+extra memory an update takes is one bucket, never a second copy of the model, and each layer is
+processed (repacked for its kernels) as soon as all of its weights have arrived.
+
+This module is imported inside vLLM's worker processes (by qualified name); it imports vLLM and must not be
+imported by code that runs without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safetensors.torch import load_file
+from vllm.config import set_current_vllm_config
+from vllm.model_executor.model_loader.reload.layerwise import (
+    finalize_layerwise_reload,
+    initialize_layerwise_reload,
+)
+
+QUALNAME = "agentrl.inference.vllm_worker.WeightBuckets"
+
+
+class WeightBuckets:
+    """Mixed into vLLM's worker class: ``self`` is the worker (``model_runner``, ``vllm_config``)."""
+
+    model_runner: Any
+    vllm_config: Any
+
+    def agentrl_begin_update(self) -> None:
+        with set_current_vllm_config(self.vllm_config):
+            initialize_layerwise_reload(self.model_runner.get_model())
+
+    def agentrl_load_bucket(self, path: str) -> int:
+        """Load one bucket file; returns how many tensors it held."""
+        tensors = load_file(path, device="cpu")
+        with set_current_vllm_config(self.vllm_config):
+            self.model_runner.get_model().load_weights(iter(tensors.items()))
+        return len(tensors)
+
+    def agentrl_finish_update(self) -> None:
+        runner = self.model_runner
+        with set_current_vllm_config(self.vllm_config):
+            finalize_layerwise_reload(runner.get_model(), self.vllm_config.model_config)
+        for reset in ("reset_lora_state", "reset_encoder_cache", "reset_mm_cache"):  # state of the old weights
+            method = getattr(runner, reset, None)
+            if method is not None:
+                method()
