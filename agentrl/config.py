@@ -156,6 +156,9 @@ class BackendConfig:
     weight_sync: Literal["vllm", "none"] = "vllm"
     """openai: how servers get new weights: vllm (its reload endpoints, VLLM_SERVER_DEV_MODE=1) or none
     (you restart them; only the version moves)."""
+    health_interval_s: float = 5.0
+    """openai: a server marked down gets a health probe again after this many seconds (then the latest
+    weights, then requests)."""
     weights_dir: str | None = None
     """openai: the folder the trainer writes the policy to for the servers (it must be readable by them, e.g.
     a shared file system); null: RUN_DIR/policy."""

@@ -223,6 +223,16 @@ def write_trajectories(run_dir: Path, step: int, trajectories: list[Trajectory],
 # ---------------------------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------------------------
+def save_final(model: Any, tokenizer: Any, folder: Path) -> None:
+    """The trained model as an ordinary HF folder (``from_pretrained`` loads it); LoRA adapters are merged into
+    the base weights first (this consumes the adapter wrapper: call it last) and also kept in folder/adapter."""
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(Path(folder) / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
 def save_checkpoint(run_dir: Path, step: int, model: Any, tokenizer: Any, state: dict[str, Any], *,
                     keep_last: int) -> Path:
     """checkpoints/step_NNNNNN/{model/, state.pt}: written under a temporary name, then renamed, so a

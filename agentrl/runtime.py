@@ -154,7 +154,7 @@ def make_backend(config: Any, model: Any, tokenizer: Any, *, start_folder: str, 
     from agentrl.inference.openai import OpenAICompletionsBackend
 
     return OpenAICompletionsBackend(b.urls, model=b.served_model, api_key=b.api_key, weight_sync=b.weight_sync,
-                                    initial_version=initial_version)
+                                    health_interval_s=b.health_interval_s, initial_version=initial_version)
 
 
 class WeightPublisher:

@@ -56,6 +56,7 @@ from agentrl.run_dir import (
     plot_metrics,
     read_evals,
     save_checkpoint,
+    save_final,
     write_evals,
     write_trajectories,
 )
@@ -457,8 +458,7 @@ async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, to
 def finish(config: TrainConfig, run_dir: Path, model: torch.nn.Module, tokenizer: Any,
            evals: dict[str, dict[str, float]], *, sft_steps: int, started: float) -> dict[str, Any]:
     """Final HF checkpoint, plots, and the summary (printed and returned)."""
-    model.save_pretrained(run_dir / "final")
-    tokenizer.save_pretrained(run_dir / "final")
+    save_final(model, tokenizer, run_dir / "final")
     plots = plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots") if (run_dir / "metrics.jsonl").exists() else []
     base, before, after = evals.get("base", {}), evals.get("before", {}), evals.get("after", {})
     summary = {"run_dir": str(run_dir), "steps": config.run.steps, "wall_s": time.perf_counter() - started,

@@ -29,6 +29,14 @@ QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 @pytest.fixture(scope="session")
+def tiny():
+    """The tiny local model and its tokenizer (built once, no download)."""
+    from agentrl.tiny import load_tiny
+
+    return load_tiny("tiny")
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer():
     from transformers import AutoTokenizer
 
@@ -54,3 +62,12 @@ def qwen_tokenizer():
         tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         chat_template=QWEN25_TEMPLATE, clean_up_tokenization_spaces=False,
     )
+
+
+@pytest.fixture(scope="session")
+def sandbox_url():
+    """A real sandbox server on loopback for the training tests."""
+    from tools.embedded import EmbeddedSandbox
+
+    with EmbeddedSandbox() as sandbox:
+        yield sandbox.url

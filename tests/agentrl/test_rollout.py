@@ -81,13 +81,6 @@ def solver(tok):
     return policy
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    from agentrl.tiny import load_tiny
-
-    return load_tiny("tiny")
-
-
 class Recording:
     """Wraps a backend and keeps what it returned, to compare with the trajectories."""
 

@@ -22,14 +22,6 @@ SMALL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def sandbox_url():
-    from tools.embedded import EmbeddedSandbox
-
-    with EmbeddedSandbox() as sandbox:
-        yield sandbox.url
-
-
 def _args(tmp_path, sandbox_url, *extra):
     args = [f"run.output_dir={tmp_path}", f"sandbox.url={sandbox_url}", *SMALL, *extra]
     return args
