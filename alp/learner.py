@@ -112,9 +112,10 @@ class Learner:
         self.step = 0
 
     def _score(self, model: nn.Module, batch: TrainBatch) -> torch.Tensor:
-        """Unperturbed logprobs [B, T] of every token (pi_old or the reference), no grad."""
-        return score(model, batch, micro_batch_tokens=self.config.micro_batch_tokens,
-                     chunk_tokens=self.config.logprob_chunk_tokens)
+        """Unperturbed logprobs [B, T] of the loss tokens (pi_old or the reference), 0 elsewhere, no grad."""
+        logp = score(model, batch, micro_batch_tokens=self.config.micro_batch_tokens,
+                     chunk_tokens=self.config.logprob_chunk_tokens)  # [B, T]
+        return torch.where(batch.loss_mask > 0, logp, 0.0)  # tokens outside the loss may be -inf (top-k/p)
 
     # ------------------------------------------------------------------ update
     def update(self, batch: TrainBatch) -> dict[str, float]:
@@ -196,7 +197,12 @@ class Learner:
                 logits = self.model(input_ids=ids, use_cache=False).logits  # [b, T, V]
                 logp, ent = token_logprobs(logits, ids, temperature=batch.temperature, top_p=batch.top_p,
                                            top_k=batch.top_k, chunk_tokens=cfg.logprob_chunk_tokens)
-                logp = logp.float()  # [b, T]
+                # With top-k/top-p a token can lie outside the learner's set (log pi = -inf): outside the loss
+                # (prompt, tool output, padding) it is zeroed, or -inf * 0 in the masked sums would be NaN; in the
+                # loss (pi has drifted from mu) it takes the clamped ratio exp(-log_ratio_clamp), no gradient.
+                floor = (behavior - cfg.log_ratio_clamp).detach()  # [b, T]
+                logp = logp.float()
+                logp = torch.where(mask > 0, torch.where(torch.isfinite(logp), logp, floor), 0.0)  # [b, T]
                 loss, m = policy_loss(
                     self.loss_spec, logp, old if old is not None else behavior, adv_tok[mb, :width], mask,
                     logp_behavior=behavior, logp_old=old, num_tokens=n_tok, num_seqs=n_seq,

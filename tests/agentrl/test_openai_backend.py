@@ -186,9 +186,10 @@ async def test_client_errors_are_not_retried_and_say_why(servers):
     await nowhere.aclose()
 
 
-async def test_update_weights_reloads_every_server_and_bumps_the_version(tiny, servers, tmp_path):
+@pytest.mark.parametrize("weight_sync", ["vllm", "buckets"])
+async def test_update_weights_reloads_every_server_and_bumps_the_version(tiny, servers, tmp_path, weight_sync):
     model, tok = tiny
-    backend = OpenAICompletionsBackend([s.url for s in servers], model=MODEL_NAME)
+    backend = OpenAICompletionsBackend([s.url for s in servers], model=MODEL_NAME, weight_sync=weight_sync)
     sp = SamplingParams(max_new_tokens=8, seed=11, n=2)
     before = await backend.generate([5, 6, 7, 8], sp)
     new = _perturbed_copy(model)

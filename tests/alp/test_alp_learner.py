@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -197,3 +198,18 @@ def test_sampling_settings_reach_the_logprobs():
     )  # fmt: skip
     m = Learner(model, get_preset("alp-token", log_ratio_clamp=20.0)).update(batch)
     assert m["ratio/min"] < 1e-6
+
+
+@pytest.mark.parametrize("preset", ["alp", "tis", "gspo"])
+def test_truncated_sampling_with_prompt_tokens_outside_the_set_stays_finite(preset):
+    """Prompt and padding tokens outside a top-k set have logprob -inf; masked out, they must not turn the
+    sequence sums (or pi_old / mu) into NaN."""
+    model = tiny_qwen2()
+    b = make_batch(model=model, lengths=(8, 5))
+    batch = TrainBatch(
+        token_ids=b.token_ids, loss_mask=b.loss_mask, behavior_logprobs=b.behavior_logprobs, advantages=[1.0, -1.0],
+        temperature=1.0, top_k=2, lengths=b.lengths,
+    )  # fmt: skip
+    m = Learner(model, get_preset(preset, kl_coef=0.0)).update(batch)
+    for key in ("loss/policy", "grad_norm", "kl/mu_pi_k3"):
+        assert math.isfinite(m[key]), (key, m[key])
