@@ -113,6 +113,10 @@ class SandboxConfig:
     """Sandbox URL; null: $AGENTRL_SANDBOX_URL, else http://127.0.0.1:8080 if healthy, else embedded."""
     token: str | None = None
     """Bearer token for the sandbox, if it requires one (null: $AGENTRL_SANDBOX_TOKEN if set)."""
+    outage_timeout_s: float = 300.0
+    """When a step's episodes fail on tool errors and the sandbox's /health does not answer, training pauses
+    and waits this long for it (polling with backoff), then redoes the step; past it, it checkpoints and exits
+    with an error. Seconds."""
 
 
 @dataclass
@@ -244,6 +248,8 @@ class TrainConfig:
         for flag, package in (("tensorboard", "tensorboard"), ("wandb", "wandb")):
             if getattr(self.run, flag) and importlib.util.find_spec(package) is None:
                 raise ConfigError(f"run.{flag}=true needs the {package} package: pip install {package}")
+        if self.sandbox.outage_timeout_s < 0:
+            raise ConfigError(f"sandbox.outage_timeout_s={self.sandbox.outage_timeout_s} must be >= 0")
         if self.eval.tasks < 0 or self.eval.samples < 1 or self.eval.temperature < 0 or self.eval.every < 0:
             raise ConfigError(f"eval.tasks={self.eval.tasks} must be >= 0, eval.samples={self.eval.samples} >= 1, "
                               f"eval.temperature={self.eval.temperature} >= 0 and eval.every={self.eval.every} >= 0")

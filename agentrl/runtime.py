@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 
 ENV_SANDBOX_URL = "AGENTRL_SANDBOX_URL"
 ENV_SANDBOX_TOKEN = "AGENTRL_SANDBOX_TOKEN"
+DEFAULT_OUTAGE_SHARE = 0.5
+"""A step is checked for a sandbox outage when at least this share of its episodes ended on tool errors."""
+DEFAULT_HEALTH_BACKOFF_S = (0.5, 10.0)
+"""First and largest wait between /health probes while the sandbox is down, seconds (doubling)."""
 COMPOSE_SANDBOX_URL = "http://127.0.0.1:8080"  # where `docker compose up sandbox` publishes it
 DEFAULT_PROBE_TIMEOUT_S = 0.5
 
@@ -96,6 +101,45 @@ def sandbox_for(url: str | None, *, token: str | None = None) -> Iterator[str]:
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+class SandboxOutage(RuntimeError):
+    """The sandbox stopped answering and did not come back within sandbox.outage_timeout_s."""
+
+
+class SandboxWatch:
+    """Tells a step lost to a sandbox outage from tool errors a policy causes, and waits the outage out.
+
+    After each step's rollouts: if at least ``DEFAULT_OUTAGE_SHARE`` of the episodes ended with stop reason
+    ``tool_error`` and the sandbox's ``/health`` does not answer, it warns, pauses (polling /health with a
+    doubling backoff) and returns True once the sandbox is back, so the caller redoes the step instead of
+    training on (or counting) the lost one. Past ``timeout_s`` it raises :class:`SandboxOutage`.
+    """
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url, self.timeout_s = url, timeout_s
+
+    async def lost_to_outage(self, stop_reasons: list[str], step: int) -> bool:
+        failed = sum(r == "tool_error" for r in stop_reasons)
+        if not stop_reasons or failed < DEFAULT_OUTAGE_SHARE * len(stop_reasons):
+            return False
+        if await asyncio.to_thread(_healthy, self.url):
+            return False  # the sandbox answers: the tool errors are the episodes' own
+        log.warning("step %d: %d of %d episodes failed on tool errors and the sandbox at %s does not answer "
+                    "/health; pausing rollouts until it does (up to %.0f s; sandbox.outage_timeout_s)", step,
+                    failed, len(stop_reasons), self.url, self.timeout_s)
+        started = time.monotonic()
+        wait, longest = DEFAULT_HEALTH_BACKOFF_S
+        while not await asyncio.to_thread(_healthy, self.url):
+            if time.monotonic() - started >= self.timeout_s:
+                raise SandboxOutage(f"the sandbox at {self.url} did not answer /health for {self.timeout_s:.0f} s "
+                                    "(sandbox.outage_timeout_s); the last completed step is checkpointed: restart "
+                                    "the sandbox and continue with --resume")
+            await asyncio.sleep(min(wait, max(self.timeout_s - (time.monotonic() - started), 0.0)))
+            wait = min(2 * wait, longest)
+        log.warning("the sandbox at %s is back after %.0f s; redoing step %d (the lost episodes are not counted)",
+                    self.url, time.monotonic() - started, step)
+        return True
 
 
 def make_env_factory(env_id: str, kwargs: dict[str, Any] | None = None) -> EnvFactory:

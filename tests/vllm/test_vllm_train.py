@@ -9,8 +9,10 @@ the check would fail if the weights did not reach the engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -77,6 +79,10 @@ def test_lora_through_vllm(tmp_path, sandbox_url):
             "backend.dtype=float32", "model.lora.r=8", "model.lora.target_modules=[q_proj, v_proj]", *COMMON]
     assert main(args) == 0
     _ratios_are_one(tmp_path / "tiny-arithmetic", 3)
+    from safetensors.torch import load_file
+
+    adapter = load_file(tmp_path / "tiny-arithmetic/final/adapter/adapter_model.safetensors")
+    assert any(v.abs().max() > 1e-3 for k, v in adapter.items() if "lora_B" in k)  # B starts at 0: it moved
 
 
 def _serve(model: Path, port: int, log_path: Path) -> subprocess.Popen:
@@ -86,8 +92,15 @@ def _serve(model: Path, port: int, log_path: Path) -> subprocess.Popen:
            "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
            "--max-model-len", "1024", "--max-num-seqs", "16", "--logprobs-mode", "processed_logprobs", "--seed", "0",
            "--enforce-eager", "--worker-extension-cls", "agentrl.inference.vllm_worker.WeightBuckets"]
-    with open(log_path, "w") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(log_path, "w") as log:  # its own process group: the engine processes die with it
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the server and its engine processes (a server that dies, not one that shuts down)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
@@ -125,7 +138,7 @@ def test_two_vllm_servers_one_killed_mid_run(tmp_path, sandbox_url, tiny_path):
         while not ((run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").read_text().strip()):
             assert time.monotonic() < deadline and trainer.is_alive(), "no step logged"
             time.sleep(0.5)
-        procs[0].kill()  # one server dies after the first step; training goes on with the other
+        _kill(procs[0])  # one server dies after the first step; training goes on with the other
         trainer.join(timeout=1200)
         assert not trainer.is_alive() and "summary" in result
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -133,5 +146,4 @@ def test_two_vllm_servers_one_killed_mid_run(tmp_path, sandbox_url, tiny_path):
         _ratios_are_one(run_dir, STEPS)  # the surviving server followed every update exactly
     finally:
         for proc in procs:
-            proc.kill()
-            proc.wait()
+            _kill(proc)
