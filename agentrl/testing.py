@@ -130,10 +130,12 @@ class TinyModelPolicy:
         self.seed = seed
         self._lock = threading.Lock()
 
-    def generate(self, messages: Sequence[Message]) -> str:
+    def generate(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None = None) -> str:
+        """One turn; ``tools``: the env's function schemas, rendered by the chat template."""
         import torch
 
-        prompt = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        extra = {"tools": list(tools)} if tools is not None else {}
+        prompt = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False, **extra)
         enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with self._lock, torch.no_grad():
@@ -150,7 +152,7 @@ class TinyModelPolicy:
         return self.tokenizer.decode(new, skip_special_tokens=True)
 
     async def __call__(self, messages: Sequence[Message], env: Any = None) -> str:
-        return await asyncio.to_thread(self.generate, messages)
+        return await asyncio.to_thread(self.generate, messages, getattr(env, "tool_schemas", None))
 
 
 def _env_factory(env_or_id: Any, env_kwargs: dict[str, Any] | None) -> tuple[Callable[[], Any], bool]:
