@@ -280,7 +280,14 @@ class TextEnv(gym.Env[tuple, str]):
         if reason in ("tool_error", "error"):
             info["reward_breakdown"] = {}
         else:
-            reward, breakdown, details = await self.ascore(self.task, answer, action)
+            try:
+                reward, breakdown, details = await self.ascore(self.task, answer, action)
+            except infrastructure_errors() as e:
+                # Scoring needed a service that failed (tests in a dead sandbox): no reward, out of the loss.
+                reason = info["stop_reason"] = "tool_error"
+                info["tool_error"] = True
+                info["tool_error_message"] = str(e)[:500]
+                breakdown, details = {}, {}
             info["reward_breakdown"] = dict(breakdown)
             info["correct"] = details.get("correct")
             if "verdict" in details:
