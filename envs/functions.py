@@ -82,16 +82,16 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
     return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip()), args
 
 
-def _drop_titles(schema: Any) -> Any:
+def drop_titles(schema: Any) -> Any:
     """Pydantic's generated ``title`` keys are noise in a prompt; properties named "title" stay."""
     if isinstance(schema, dict):
         return {
-            k: (_drop_titles(v) if k != "properties" else {name: _drop_titles(s) for name, s in v.items()})
+            k: (drop_titles(v) if k != "properties" else {name: drop_titles(s) for name, s in v.items()})
             for k, v in schema.items()
             if not (k == "title" and isinstance(v, str))
         }
     if isinstance(schema, list):
-        return [_drop_titles(v) for v in schema]
+        return [drop_titles(v) for v in schema]
     return schema
 
 
@@ -148,7 +148,7 @@ class FunctionTool(Tool):
         doc_description, docs = parse_docstring(inspect.getdoc(fn))
         self.description = description if description is not None else doc_description  # type: ignore[misc]
         self._model = _arguments_model(fn, self.name, docs)
-        self.parameters = _drop_titles(self._model.model_json_schema())  # type: ignore[misc]
+        self.parameters = drop_titles(self._model.model_json_schema())  # type: ignore[misc]
         self.timeout = timeout
         self.max_output_chars = max_output_chars
         self._wants_env = ENV_PARAMETER in inspect.signature(fn).parameters

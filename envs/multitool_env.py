@@ -125,7 +125,10 @@ def calculator(expression: str) -> str:
         tree = ast.parse(expression.replace("^", "**"), mode="eval")
     except SyntaxError as e:
         raise ValueError(f"not an arithmetic expression: {e.msg}") from None
-    return _show(_evaluate(tree))
+    try:
+        return _show(_evaluate(tree))
+    except ZeroDivisionError:
+        raise ValueError("division by zero") from None
 
 
 class InventoryTasks:
