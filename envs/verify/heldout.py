@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from .pairs import Pair, _read
+from .pairs import Pair, _bump_number, _read
 
 _INT = re.compile(r"^-?\d+$")
 _PLAIN_FRAC = re.compile(r"^(-?)\\[dt]?frac\{(\d+)\}\{(\d+)\}$")
@@ -143,14 +143,6 @@ def _equivalents(ref: str) -> list[tuple[str, str]]:
     return out
 
 
-def _bump_last_int(text: str) -> str | None:
-    found = list(re.finditer(r"\d+", text))
-    if not found:
-        return None
-    m = found[-1]
-    return text[: m.start()] + str(int(m.group(0)) + 2) + text[m.end() :]
-
-
 def _wrongs(ref: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     m = _PLAIN_FRAC.match(ref)
@@ -188,7 +180,7 @@ def _wrongs(ref: str) -> list[tuple[str, str]]:
     if _INT.match(ref) and _sci(int(ref) + 1) is not None:
         out.append(("scientific_wrong", _sci(int(ref) + 1) or ""))
     if not out:
-        bumped = _bump_last_int(ref)
+        bumped = _bump_number(ref, by=2)
         if bumped is not None:
             out.append(("bump_by_two", bumped))
     return out

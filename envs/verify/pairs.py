@@ -180,13 +180,13 @@ def _unit_forms(ref: str) -> list[tuple[str, str]]:
     return out
 
 
-def _bump_number(ref: str) -> str | None:
-    """Change the last integer in the answer by +1 (carry-free so 19 -> 20 still differs)."""
+def _bump_number(ref: str, by: int = 1) -> str | None:
+    """Add ``by`` to the last integer in the answer (carry-free so 19 -> 20 still differs)."""
     matches = list(re.finditer(r"\d+", ref))
     if not matches:
         return None
     m = matches[-1]
-    return ref[: m.start()] + str(int(m.group(0)) + 1) + ref[m.end() :]
+    return ref[: m.start()] + str(int(m.group(0)) + by) + ref[m.end() :]
 
 
 def _math_wrong(ref: str) -> list[tuple[str, str]]:
