@@ -83,7 +83,8 @@ class TextEnv(gym.Env[tuple, str]):
 
     metadata: dict[str, Any] = {"render_modes": []}
     metric_keys: tuple[str, ...] = ()
-    """Keys of ``info["metrics"]``, present (0.0 unless counted) on every step."""
+    """Keys of ``info["metrics"]``, present (0.0 unless counted) on every step. A subclass adds its own
+    as ``metric_keys = ToolEnv.metric_keys + ("mine",)``."""
 
     def __init__(
         self,
@@ -247,8 +248,8 @@ class TextEnv(gym.Env[tuple, str]):
                     metrics["tool_calls_malformed"] = 1.0
                     metrics["tool_calls_malformed_unknown_tool"] = 1.0
                 else:
-                    metrics["tool_calls"] += 1.0
-                    metrics["tool_calls_failed"] += float(out.status != "ok")
+                    metrics["tool_calls"] = metrics.get("tool_calls", 0.0) + 1.0
+                    metrics["tool_calls_failed"] = metrics.get("tool_calls_failed", 0.0) + float(out.status != "ok")
             observation = tuple(self.tool_message(self._format(name, out)) for name, out in outputs)
             return StepResult(observation, 0.0, False, False, info)
         answer = self.extract_answer(action)
