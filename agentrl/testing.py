@@ -20,6 +20,11 @@ An integration test of your own env is then a few lines::
         records = await run_episodes("me/MyEnv-v0", policy, n=8)
         assert all(r.stop_reason == "stop" for r in records)
 
+Async tests run as written, in a project with no pytest configuration: when pytest-asyncio runs in its
+default strict mode, the plugin marks each ``async def`` test that no async plugin claims (no
+``asyncio``, ``anyio`` or ``trio`` mark) with ``pytest.mark.asyncio``. A project that sets
+``asyncio_mode = "auto"`` is left alone; so are async tests of other plugins.
+
 This module stays cheap to import (pytest loads it for every run): envs, tools, torch and
 transformers are imported inside the fixtures and helpers that need them.
 """
@@ -130,10 +135,12 @@ class TinyModelPolicy:
         self.seed = seed
         self._lock = threading.Lock()
 
-    def generate(self, messages: Sequence[Message]) -> str:
+    def generate(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None = None) -> str:
+        """One turn; ``tools``: the env's function schemas, rendered by the chat template."""
         import torch
 
-        prompt = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        extra = {"tools": list(tools)} if tools is not None else {}
+        prompt = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False, **extra)
         enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with self._lock, torch.no_grad():
@@ -150,7 +157,7 @@ class TinyModelPolicy:
         return self.tokenizer.decode(new, skip_special_tokens=True)
 
     async def __call__(self, messages: Sequence[Message], env: Any = None) -> str:
-        return await asyncio.to_thread(self.generate, messages)
+        return await asyncio.to_thread(self.generate, messages, getattr(env, "tool_schemas", None))
 
 
 def _env_factory(env_or_id: Any, env_kwargs: dict[str, Any] | None) -> tuple[Callable[[], Any], bool]:
@@ -216,6 +223,33 @@ async def run_episodes(
                     env.close()
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+# ---- async tests without configuration -----------------------------------------------------------------
+ASYNC_MARKS = frozenset({"asyncio", "anyio", "trio"})
+"""Marks by which an async plugin claims a test; a test with one of them is left to that plugin."""
+
+
+def _pytest_asyncio_is_strict(config: pytest.Config) -> bool:
+    if not config.pluginmanager.has_plugin("asyncio"):
+        return False  # no pytest-asyncio: pytest itself says an async plugin is needed
+    mode = config.getoption("asyncio_mode", None) or config.getini("asyncio_mode")
+    return mode == "strict"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Module | pytest.Class, name: str, obj: object) -> None:
+    """Mark an unclaimed ``async def`` test for pytest-asyncio in strict mode (see the module docstring).
+
+    Runs before pytest builds the test item (and so before pytest-asyncio looks at its marks); returns
+    None so that pytest's own collection goes on.
+    """
+    if not (inspect.iscoroutinefunction(obj) and collector.istestfunction(obj, name)):
+        return None
+    marks = {m.name for m in getattr(obj, "pytestmark", [])} | {m.name for m in collector.iter_markers()}
+    if not marks & ASYNC_MARKS and _pytest_asyncio_is_strict(collector.config):
+        pytest.mark.asyncio(obj)
+    return None
 
 
 # ---- fixtures ----------------------------------------------------------------------------------------

@@ -41,10 +41,25 @@ SPECIAL_TOKENS = [PAD_TOKEN, IM_START, IM_END, TOOL_CALL_OPEN, TOOL_CALL_CLOSE]
 
 # ChatML, the format Qwen2.5 uses, reduced to plain role/content messages (roles: system, user,
 # assistant, tool). Each message renders independently of the others, which the chat-token bridge relies
-# on for its incremental path (and checks).
+# on for its incremental path (and checks). Given ``tools`` (OpenAI function schemas), the system turn
+# lists them the way Qwen2.5's template does (<tools> JSON lines, then the <tool_call> format); without
+# tools the rendering is the plain ChatML one, byte for byte.
+TOOLS_SYSTEM_TEMPLATE = (
+    "{{- '<|im_start|>system\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\n\n' }}{%- endif %}"
+    "{{- '# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\n' }}{{- tool | tojson }}{%- endfor %}"
+    "{{- '\n</tools>\n\nFor each function call, return a json object with function name and arguments "
+    "within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": "
+    "<args-json-object>}\n</tool_call><|im_end|>\n' }}"
+)
 CHATML_TEMPLATE = (
+    "{%- if tools %}" + TOOLS_SYSTEM_TEMPLATE + "{%- endif %}"
     "{% for message in messages %}"
+    "{% if not (tools and loop.first and message['role'] == 'system') %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )

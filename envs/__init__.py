@@ -7,12 +7,14 @@
     result.observation                              # ({"role": "tool", "content": "Code execution result: 56088\\n"},)
 
 ``envs.register(id, entry_point, **defaults)``, ``envs.make(id_or_module_colon_class, **kwargs)``,
-``envs.list()``; ``envs.verify.check(response, reference)``. See docs/envs.md.
+``envs.list()``; ``envs.verify.check(response, reference)``. Tools: ``Tool`` subclasses, typed functions
+(``envs.functions``) or an MCP server's tools (``envs.mcp``). See docs/envs.md.
 """
 
 from . import verify
-from .base import BOXED_INSTRUCTION, STOP_REASONS, StepResult, TextEnv, ToolEnv
+from .base import BOXED_INSTRUCTION, STOP_REASONS, TOOL_METRICS, StepResult, TextEnv, ToolEnv
 from .errors import EnvError, EnvNotFoundError, RegistrationError, ToolUnavailable
+from .functions import FunctionTool, function_schema
 from .parsers import ParseResult, PythonBlockParser, ToolCall, ToolCallTagParser
 from .registration import ENTRY_POINT_GROUP, EnvSpec, make, register, reload_entry_points, spec
 from .registration import list_ids as list
@@ -23,14 +25,19 @@ from .tool import PythonTool, Tool, ToolOutput
 register("agentrl/Math-v0", "envs.math_envs:MathEnv")
 register("agentrl/PythonMath-v0", "envs.math_envs:PythonMathEnv")
 register("agentrl/Arithmetic-v0", "envs.arithmetic_env:ArithmeticEnv")
+register("agentrl/HumanEval-v0", "envs.code_env:HumanEvalEnv")
+register("agentrl/MultiTool-v0", "envs.multitool_env:MultiToolEnv")
+register("agentrl/GuessNumber-v0", "envs.guess_env:GuessNumberEnv")
 
 __all__ = [
     "BOXED_INSTRUCTION",
     "ENTRY_POINT_GROUP",
     "STOP_REASONS",
+    "TOOL_METRICS",
     "EnvError",
     "EnvNotFoundError",
     "EnvSpec",
+    "FunctionTool",
     "ParseResult",
     "PythonBlockParser",
     "PythonTool",
@@ -44,6 +51,7 @@ __all__ = [
     "ToolEnv",
     "ToolOutput",
     "ToolUnavailable",
+    "function_schema",
     "list",
     "make",
     "register",

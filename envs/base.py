@@ -15,7 +15,17 @@ Termination vs truncation (gymnasium's distinction, kept apart on purpose):
 
 ``info`` on every step: stop_reason, is_tool_call, is_answer, void_turn, tool_error, tool_calls (one
 record per call: name, status, execution_time, truncated), reward_breakdown, correct (None until
-decided), turn; and at the end also answer (the ground truth), extracted_answer, verdict.
+decided), turn, metrics; and at the end also answer (the ground truth), extracted_answer, verdict.
+
+``info["metrics"]``: this step's counters (str -> float; the rollout manager sums them per episode and
+reports the mean per episode as ``rollout/env/<name>``). Tool envs count ``tool_calls`` (calls run),
+``tool_calls_failed`` (ran and failed: exception, non-zero exit, timeout), ``tool_calls_malformed``
+(turns whose call could not be run) and ``tool_calls_malformed_<kind>`` for each kind in
+``envs.parsers.ERROR_KINDS``. Subclasses add their own keys to ``metric_keys``.
+
+Interactive envs: ``feedback(answer, action)`` may answer a ``\\boxed{}`` answer before the last turn
+with a message instead of ending the episode (a hint, a test report); ``ascore`` is the async form of
+``score`` for scoring that awaits a service (the sandbox).
 
 A new env is usually: pass ``tasks`` (any object with ``sample(rng) -> Task``), maybe a ``system_prompt``,
 maybe your own ``Tool`` subclasses, maybe override ``score``. See docs/envs.md.
@@ -26,13 +36,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import gymnasium as gym
 
 from .errors import ToolUnavailable
-from .parsers import ParseResult, make_parser
+from .functions import as_tool
+from .parsers import ERROR_KINDS, ParseResult, make_parser
 from .sandbox import background_loop, infrastructure_errors, resolve_sandbox_url, run_sync, shared_client
 from .spaces import Messages, UnicodeText
 from .tasks.base import Task, TaskSource
@@ -43,6 +54,12 @@ logger = logging.getLogger(__name__)
 Message = dict[str, str]
 STOP_REASONS = ("stop", "max_turns", "tool_error", "error")
 BOXED_INSTRUCTION = "Put your final answer within \\boxed{}."
+TOOL_METRICS = (
+    "tool_calls",
+    "tool_calls_failed",
+    "tool_calls_malformed",
+    *(f"tool_calls_malformed_{kind}" for kind in ERROR_KINDS),
+)
 VOID_TURN_NUDGE = (
     "Your last message had neither a tool call nor a final answer. Continue, and give the final answer "
     "within \\boxed{}."
@@ -65,6 +82,9 @@ class TextEnv(gym.Env[tuple, str]):
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
+    metric_keys: tuple[str, ...] = ()
+    """Keys of ``info["metrics"]``, present (0.0 unless counted) on every step. A subclass adds its own
+    as ``metric_keys = ToolEnv.metric_keys + ("mine",)``."""
 
     def __init__(
         self,
@@ -130,6 +150,19 @@ class TextEnv(gym.Env[tuple, str]):
         reward = self.correct_reward if verdict.correct else self.wrong_reward
         return reward, {"correct": float(verdict.correct)}, {"correct": verdict.correct, "verdict": verdict.reason}
 
+    async def ascore(self, task: Task, answer: str | None, action: str) -> tuple[float, dict[str, float], dict[str, Any]]:
+        """``score`` for the event loop: by default ``score`` in a worker thread. Override this instead of
+        ``score`` when scoring awaits a service (tests run in the sandbox)."""
+        return await asyncio.to_thread(self.score, task, answer, action)
+
+    async def feedback(self, answer: str, action: str) -> str | None:
+        """A reply to an answer given before the last turn, or None (the default) to end the episode.
+
+        A text continues the episode with it as a user message (a hint, a test report): the model may
+        answer again. The answer of the last turn is always final.
+        """
+        return None
+
     def parse_tool_calls(self, action: str) -> ParseResult:
         return ParseResult()
 
@@ -182,13 +215,17 @@ class TextEnv(gym.Env[tuple, str]):
             "reward_breakdown": {},
             "correct": None,
             "turn": self.turn,
+            "metrics": dict.fromkeys(self.metric_keys, 0.0),
         }
+        metrics = info["metrics"]
         last_turn = self.turn >= self.max_turns
         parsed = self.parse_tool_calls(action)
         if parsed.attempted:
             info["is_tool_call"] = True
             if parsed.error is not None:
                 info["tool_calls"].append({"name": None, "status": "malformed", "execution_time": None, "truncated": False})
+                metrics["tool_calls_malformed"] = 1.0
+                metrics[f"tool_calls_malformed_{parsed.error_kind or 'format'}"] = 1.0
                 if last_turn:
                     return await self._finish(info, "max_turns", None)
                 return StepResult((self.tool_message(parsed.error),), 0.0, False, False, info)
@@ -206,11 +243,21 @@ class TextEnv(gym.Env[tuple, str]):
                 info["error"] = f"{type(e).__name__}: {e}"[:500]
                 return await self._finish(info, "error", None)
             info["tool_calls"] = [out.record(name) for name, out in outputs]
+            for _, out in outputs:
+                if out.status == "malformed":  # a tool the parser could not check: unknown at run time
+                    metrics["tool_calls_malformed"] = 1.0
+                    metrics["tool_calls_malformed_unknown_tool"] = 1.0
+                else:
+                    metrics["tool_calls"] = metrics.get("tool_calls", 0.0) + 1.0
+                    metrics["tool_calls_failed"] = metrics.get("tool_calls_failed", 0.0) + float(out.status != "ok")
             observation = tuple(self.tool_message(self._format(name, out)) for name, out in outputs)
             return StepResult(observation, 0.0, False, False, info)
         answer = self.extract_answer(action)
         if answer is not None:
             info["is_answer"] = True
+            reply = None if last_turn else await self.feedback(answer, action)
+            if reply is not None:
+                return StepResult(({"role": "user", "content": reply},), 0.0, False, False, info)
             return await self._finish(info, "stop", answer, action)
         info["void_turn"] = True
         if self.void_turn == "end" or self.max_turns == 1:
@@ -234,7 +281,14 @@ class TextEnv(gym.Env[tuple, str]):
         if reason in ("tool_error", "error"):
             info["reward_breakdown"] = {}
         else:
-            reward, breakdown, details = await asyncio.to_thread(self.score, self.task, answer, action)
+            try:
+                reward, breakdown, details = await self.ascore(self.task, answer, action)
+            except infrastructure_errors() as e:
+                # Scoring needed a service that failed (tests in a dead sandbox): no reward, out of the loss.
+                reason = info["stop_reason"] = "tool_error"
+                info["tool_error"] = True
+                info["tool_error_message"] = str(e)[:500]
+                breakdown, details = {}, {}
             info["reward_breakdown"] = dict(breakdown)
             info["correct"] = details.get("correct")
             if "verdict" in details:
@@ -256,16 +310,21 @@ class ToolEnv(TextEnv):
 
     ``sandbox``: a URL, or an async ``tools.client.SandboxClient`` (shared by many envs; for ``astep``),
     or None ($AGENTRL_SANDBOX_URL, else a per-process embedded sandbox, started at the first call).
-    ``tools``: the tools offered; default the sandboxed ``python`` tool. ``stateful``: keep one sandbox
-    session per episode so variables persist between code blocks (default off: each block is fresh).
+    ``tools``: the tools offered: ``Tool`` instances or typed functions (``envs.functions``); default
+    the sandboxed ``python`` tool. ``parser``: how calls are written; default ``"python_block"`` for
+    the default tool, ``"tool_call"`` (function calling, schemas in ``tool_schemas``) otherwise.
+    ``stateful``: keep one sandbox session per episode so variables persist between code blocks
+    (default off: each block is fresh).
     """
+
+    metric_keys = TOOL_METRICS
 
     def __init__(
         self,
         tasks: TaskSource | Sequence[Task | Mapping[str, Any]] | None = None,
         *,
-        tools: Sequence[Tool] | None = None,
-        parser: str | Any = "python_block",
+        tools: Sequence[Tool | Callable[..., Any]] | None = None,
+        parser: str | Any | None = None,
         sandbox: str | Any | None = None,
         max_turns: int = 5,
         run_timeout: float = DEFAULT_RUN_TIMEOUT,
@@ -278,6 +337,8 @@ class ToolEnv(TextEnv):
         **kwargs: Any,
     ):
         super().__init__(tasks, max_turns=max_turns, system_prompt=system_prompt, **kwargs)
+        if parser is None:
+            parser = "python_block" if tools is None else "tool_call"
         if tools is None:
             tools = [
                 PythonTool(
@@ -287,6 +348,7 @@ class ToolEnv(TextEnv):
                     tokenizer=tokenizer,
                 )
             ]
+        tools = [as_tool(t) for t in tools]
         self.tools: dict[str, Tool] = {t.name: t for t in tools}
         if len(self.tools) != len(tools):
             raise ValueError("tool names must be unique")
@@ -297,6 +359,14 @@ class ToolEnv(TextEnv):
         self._sandbox_url: str | None = sandbox if isinstance(sandbox, str) else None
         if self.system_prompt is None:
             self.system_prompt = self.default_system_prompt()
+
+    @property
+    def tool_schemas(self) -> list[dict[str, Any]] | None:
+        """OpenAI function schemas of the tools, for the chat template's ``tools`` argument; None when
+        the parser describes the tools itself (fenced python blocks)."""
+        if not getattr(self.parser, "uses_tool_schemas", False):
+            return None
+        return [tool.schema() for tool in self.tools.values()]
 
     def default_system_prompt(self) -> str:
         return (
@@ -351,4 +421,4 @@ class ToolEnv(TextEnv):
             await asyncio.wait_for(self.sandbox_client().delete_session(session), timeout=5.0)
 
 
-__all__ = ["BOXED_INSTRUCTION", "STOP_REASONS", "StepResult", "TextEnv", "ToolEnv", "ToolUnavailable"]
+__all__ = ["BOXED_INSTRUCTION", "STOP_REASONS", "TOOL_METRICS", "StepResult", "TextEnv", "ToolEnv", "ToolUnavailable"]

@@ -12,12 +12,18 @@ Two formats ship:
 
       <tool_call>{"name": "python", "arguments": {"code": "print(2 + 2)"}}</tool_call>
 
+  and the OpenAI ``tool_calls`` shape (a call ``{"type": "function", "function": {"name": ...,
+  "arguments": "<JSON string>"}}`` inside the tags, or a whole turn that is an assistant message /
+  list of such calls as JSON). Arguments are validated against the tool's JSON schema (jsonschema).
+
 Model output is data: a parser never raises on any ``str``; a malformed or empty call comes back as
-``ParseResult(error=...)`` with a message written for the model, which the env turns into a failed turn.
+``ParseResult(error=..., error_kind=...)`` with a message written for the model, which the env turns
+into a failed turn (and counts in ``info["metrics"]``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -36,12 +42,19 @@ class ToolCall:
     arguments: Mapping[str, Any] = field(default_factory=dict)
 
 
+ERROR_KINDS = ("format", "invalid_json", "unknown_tool", "invalid_arguments")
+"""Why a turn's tool call was malformed: the call's framing (unclosed, empty, too long, too many), its
+JSON, its tool name, or its arguments against the tool's schema."""
+
+
 @dataclass(frozen=True)
 class ParseResult:
-    """``calls`` found in the turn; ``error`` is set (and calls empty) when the turn tried and failed."""
+    """``calls`` found in the turn; ``error`` is set (and calls empty) when the turn tried and failed,
+    with ``error_kind`` one of ``ERROR_KINDS``."""
 
     calls: tuple[ToolCall, ...] = ()
     error: str | None = None
+    error_kind: str | None = None
 
     @property
     def attempted(self) -> bool:
@@ -77,6 +90,8 @@ class PythonBlockParser:
     """
 
     name = "python_block"
+    uses_tool_schemas = False
+    """The model is told about the python tool in the system prompt, not through the chat template."""
 
     def __init__(
         self,
@@ -113,13 +128,17 @@ class PythonBlockParser:
         if not blocks:
             return ParseResult()
         if unclosed and not self.allow_unclosed:
-            return ParseResult(error="The ```python code block was not closed with ``` on its own line, so it was not run.")
+            return ParseResult(
+                error="The ```python code block was not closed with ``` on its own line, so it was not run.",
+                error_kind="format",
+            )
         code = "\n\n".join(blocks) if self.which == "all" else blocks[-1]
         if not code.strip():
-            return ParseResult(error="The ```python code block is empty; put the code to run inside it.")
+            return ParseResult(error="The ```python code block is empty; put the code to run inside it.", error_kind="format")
         if len(code) > self.max_chars:
             return ParseResult(
-                error=f"The code block is too long ({len(code)} characters, limit {self.max_chars}); it was not run."
+                error=f"The code block is too long ({len(code)} characters, limit {self.max_chars}); it was not run.",
+                error_kind="format",
             )
         return ParseResult(calls=(ToolCall(self.tool_name, {"code": code}),))
 
@@ -133,14 +152,22 @@ class PythonBlockParser:
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)(</tool_call>|$)", re.S)
 
 
-class ToolCallTagParser:
-    """``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (Qwen2.5 / Hermes function calling).
+def _fail(kind: str, message: str) -> ParseResult:
+    return ParseResult(error=message, error_kind=kind)
 
-    ``arguments`` may also be a JSON-encoded string (some models emit it so). ``tool_schemas`` maps a
-    tool name to its required argument names and types, checked here so wrong types are a failed turn.
+
+class ToolCallTagParser:
+    """``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (Qwen2.5 / Hermes function calling),
+    and OpenAI ``tool_calls`` (see the module docstring).
+
+    ``arguments`` may also be a JSON-encoded string (OpenAI sends it so). With ``tools`` (name -> Tool),
+    the name must be one of them and the arguments must match its ``parameters`` JSON schema, so an
+    unknown tool or a mistyped argument is a failed turn the model can recover from.
     """
 
     name = "tool_call"
+    uses_tool_schemas = True
+    """The env's tools are rendered by the chat template (``env.tool_schemas``), not by this parser."""
 
     def __init__(self, *, max_chars: int = DEFAULT_MAX_CALL_CHARS, max_calls: int = 4):
         self.max_chars = max_chars
@@ -150,73 +177,115 @@ class ToolCallTagParser:
         text = clean_text(text)
         matches = list(_TOOL_CALL.finditer(text))
         if not matches:
-            return ParseResult()
+            return self._parse_openai_message(text, tools)
         if len(matches) > self.max_calls:
-            return ParseResult(error=f"Too many tool calls in one turn ({len(matches)}, limit {self.max_calls}).")
+            return _fail("format", f"Too many tool calls in one turn ({len(matches)}, limit {self.max_calls}).")
         calls = []
         for m in matches:
             body = m.group(1).strip()
             if not m.group(2):
-                return ParseResult(error="The <tool_call> was not closed with </tool_call>, so it was not run.")
+                return _fail("format", "The <tool_call> was not closed with </tool_call>, so it was not run.")
             if not body:
-                return ParseResult(error="The <tool_call> is empty; put a JSON object with name and arguments in it.")
+                return _fail("format", "The <tool_call> is empty; put a JSON object with name and arguments in it.")
             if len(body) > self.max_chars:
-                return ParseResult(error=f"The tool call is too long ({len(body)} characters, limit {self.max_chars}).")
-            try:
-                obj = json.loads(body)
-            except (json.JSONDecodeError, RecursionError) as e:
-                msg = getattr(e, "msg", "too deeply nested")
-                return ParseResult(error=f"The tool call is not valid JSON ({msg}).")
-            if not isinstance(obj, dict):
-                return ParseResult(error="The tool call must be a JSON object with \"name\" and \"arguments\".")
-            name = obj.get("name")
-            if not isinstance(name, str) or not name:
-                return ParseResult(error='The tool call needs a string "name".')
-            args = obj.get("arguments", obj.get("parameters", {}))
-            if isinstance(args, str):
-                try:
-                    args = json.loads(args)
-                except json.JSONDecodeError:
-                    return ParseResult(error='"arguments" must be a JSON object.')
-            if not isinstance(args, dict):
-                return ParseResult(error='"arguments" must be a JSON object.')
-            if tools is not None:
-                problem = check_arguments(name, args, tools)
-                if problem:
-                    return ParseResult(error=problem)
-            calls.append(ToolCall(name, args))
+                return _fail("format", f"The tool call is too long ({len(body)} characters, limit {self.max_chars}).")
+            obj, problem = _load_json(body)
+            if problem is not None:
+                return problem
+            call = self._call(obj, tools)
+            if isinstance(call, ParseResult):
+                return call
+            calls.append(call)
         return ParseResult(calls=tuple(calls))
 
+    def _parse_openai_message(self, text: str, tools: Mapping[str, Any] | None) -> ParseResult:
+        """A turn that is an OpenAI assistant message (``{"tool_calls": [...]}``) or a list of calls."""
+        stripped = text.strip()
+        if not stripped.startswith(("{", "[")) or '"function"' not in stripped or len(stripped) > self.max_chars:
+            return ParseResult()
+        obj, problem = _load_json(stripped)
+        if problem is not None:
+            return ParseResult()  # not JSON: plain prose that happens to start with a brace
+        items = obj.get("tool_calls") if isinstance(obj, dict) else obj
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) and "function" in i for i in items):
+            return ParseResult()
+        if len(items) > self.max_calls:
+            return _fail("format", f"Too many tool calls in one turn ({len(items)}, limit {self.max_calls}).")
+        calls = []
+        for item in items:
+            call = self._call(item, tools)
+            if isinstance(call, ParseResult):
+                return call
+            calls.append(call)
+        return ParseResult(calls=tuple(calls))
+
+    def _call(self, obj: Any, tools: Mapping[str, Any] | None) -> ToolCall | ParseResult:
+        if isinstance(obj, dict) and isinstance(obj.get("function"), dict):
+            obj = obj["function"]  # OpenAI: {"id", "type": "function", "function": {"name", "arguments"}}
+        if not isinstance(obj, dict):
+            return _fail("invalid_json", 'The tool call must be a JSON object with "name" and "arguments".')
+        name = obj.get("name")
+        if not isinstance(name, str) or not name:
+            return _fail("invalid_json", 'The tool call needs a string "name".')
+        args = obj.get("arguments", obj.get("parameters", {}))
+        if isinstance(args, str):
+            args, problem = _load_json(args) if args.strip() else ({}, None)
+            if problem is not None:
+                return _fail("invalid_json", f'"arguments" of {name!r} is a string but not valid JSON.')
+        if not isinstance(args, dict):
+            return _fail("invalid_json", '"arguments" must be a JSON object.')
+        if tools is not None:
+            problem = check_arguments(name, args, tools)
+            if problem is not None:
+                return problem
+        return ToolCall(name, args)
+
     def instructions(self, tools: Mapping[str, Any]) -> str:
-        schemas = "\n".join(json.dumps(t.schema()) for t in tools.values() if hasattr(t, "schema"))
-        return (
-            "You may call tools. Available tools (JSON schema):\n"
-            f"<tools>\n{schemas}\n</tools>\n"
-            "To call one, write:\n<tool_call>\n"
-            '{"name": "<tool name>", "arguments": {<arguments as JSON>}}\n</tool_call>'
-        )
+        # The chat template lists the tools and the <tool_call> format (env.tool_schemas -> tools=...).
+        return "You may call the tools you are given; each result comes back in a tool message."
 
 
-_JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "object": dict, "array": list}
+def _load_json(text: str) -> tuple[Any, ParseResult | None]:
+    try:
+        return json.loads(text), None
+    except (json.JSONDecodeError, RecursionError) as e:
+        msg = getattr(e, "msg", "too deeply nested")
+        return None, _fail("invalid_json", f"The tool call is not valid JSON ({msg}).")
 
 
-def check_arguments(name: str, args: Mapping[str, Any], tools: Mapping[str, Any]) -> str | None:
-    """A message for the model when the call names an unknown tool or has missing / mistyped arguments."""
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
+    from jsonschema import validators
+
+    schema = json.loads(schema_json)
+    cls = validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def schema_validator(schema: Mapping[str, Any]) -> Any:
+    """A jsonschema validator for a tool's ``parameters`` (compiled once per distinct schema); raises
+    ``jsonschema.SchemaError`` for a schema that is itself invalid."""
+    return _validator(json.dumps(schema, sort_keys=True))
+
+
+def check_arguments(name: str, args: Mapping[str, Any], tools: Mapping[str, Any]) -> ParseResult | None:
+    """A failed parse for the model when the call names an unknown tool or its arguments do not match
+    the tool's JSON schema; None when the call is good."""
     tool = tools.get(name)
     if tool is None:
-        return f"Unknown tool {name!r}; available: {', '.join(sorted(tools))}."
-    params = getattr(tool, "parameters", None) or {}
-    props = params.get("properties", {})
-    for required in params.get("required", []):
-        if required not in args:
-            return f"Tool {name!r} needs the argument {required!r}."
-    for key, value in args.items():
-        if key not in props:
-            return f"Tool {name!r} has no argument {key!r}; it takes {', '.join(sorted(props)) or 'none'}."
-        want = _JSON_TYPES.get(props[key].get("type", ""))
-        if want is not None and (not isinstance(value, want) or (want is not bool and isinstance(value, bool))):
-            return f"Argument {key!r} of tool {name!r} must be of type {props[key]['type']}, got {type(value).__name__}."
-    return None
+        return _fail("unknown_tool", f"Unknown tool {name!r}; available: {', '.join(sorted(tools))}.")
+    schema = getattr(tool, "parameters", None) or {"type": "object"}
+    from jsonschema.exceptions import best_match
+
+    error = best_match(schema_validator(schema).iter_errors(dict(args)))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path)
+    return _fail(
+        "invalid_arguments",
+        f"Invalid arguments for tool {name!r}{f' at {where!r}' if where else ''}: {error.message}.",
+    )
 
 
 PARSERS = {"python_block": PythonBlockParser, "tool_call": ToolCallTagParser}

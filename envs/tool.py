@@ -92,6 +92,7 @@ class PythonTool(Tool):
         "type": "object",
         "properties": {"code": {"type": "string", "description": "Python source to run"}},
         "required": ["code"],
+        "additionalProperties": False,
     }
 
     def __init__(

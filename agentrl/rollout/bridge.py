@@ -1,7 +1,9 @@
 """The chat-token bridge: builds an episode's token sequence token-in/token-out.
 
 Rules (DESIGN.md, Trajectory):
-- the prompt is the chat template's rendering of the initial messages with the generation prompt;
+- the prompt is the chat template's rendering of the initial messages with the generation prompt, and
+  of the env's function schemas when it has any (``tools``: rendered through the template's ``tools``
+  argument, and so is every later rendering of the episode);
 - the assistant's sampled ids are appended exactly as generated: never decoded and re-encoded;
 - observation messages (tool output, env replies) are appended as the *difference* between the template
   rendering with and without them, together with whatever the template closes an assistant turn with
@@ -100,9 +102,15 @@ class ChatBridge:
             self._fast = None
 
     # -- rendering -------------------------------------------------------------------------------
-    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> str:
+    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = False,
+               tools: Sequence[dict[str, Any]] | None = None) -> str:
+        """The template's text; ``tools``: OpenAI function schemas for the template's ``tools`` argument."""
+        if tools is None:  # exactly the call without tools: the rendering stays byte-identical
+            return self.tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+            )
         return self.tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt, tools=list(tools)
         )
 
     def encode(self, text: str) -> list[int]:
@@ -115,9 +123,9 @@ class ChatBridge:
             return self._fast.decode(list(ids), skip_special_tokens=False)
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
-    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
-        """The initial prompt: the template's rendering with the generation prompt."""
-        return self.encode(self.render(messages, add_generation_prompt=True))
+    def prompt_ids(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
+        """The initial prompt: the template's rendering with the generation prompt (and the tools)."""
+        return self.encode(self.render(messages, add_generation_prompt=True, tools=tools))
 
     def _from_skeleton(self, observation: Sequence[Message]) -> str | None:
         roles = tuple(m["role"] for m in observation)
@@ -144,10 +152,12 @@ class ChatBridge:
         return self.closing_text
 
     def observation_text(self, conversation: Sequence[Message], observation: Sequence[Message],
-                         last_sampled_ids: Sequence[int]) -> str:
+                         last_sampled_ids: Sequence[int], tools: Sequence[dict[str, Any]] | None = None) -> str:
         """Text to append after an assistant turn: its closing, the observation, the next generation prompt.
 
-        ``conversation`` ends with the assistant message whose ids were ``last_sampled_ids``.
+        ``conversation`` ends with the assistant message whose ids were ``last_sampled_ids``; ``tools``
+        are the episode's function schemas (the incremental path renders behind a tool-less anchor:
+        templates render tools in the system turn only, and ``verify`` checks that).
         """
         closing = self._closing_after(last_sampled_ids)
         if self.incremental:
@@ -155,8 +165,8 @@ class ChatBridge:
             delta = self._from_skeleton(observation) if self.substitution and plain else self._anchor_delta(observation)
             if delta is not None:
                 return closing + delta
-        before = self.render(conversation)
-        after = self.render((*conversation, *observation), add_generation_prompt=True)
+        before = self.render(conversation, tools=tools)
+        after = self.render((*conversation, *observation), add_generation_prompt=True, tools=tools)
         if not after.startswith(before):
             self._drift("appending an observation changed the rendering of earlier messages")
             # Fallback: render the new messages behind the anchor regardless (documented above).
@@ -175,10 +185,13 @@ class ChatBridge:
 class EpisodeTokens:
     """Accumulates one episode's aligned token arrays as turns are sampled and observations arrive."""
 
-    def __init__(self, bridge: ChatBridge, messages: Sequence[Message], *, policy_version: int = 0) -> None:
+    def __init__(self, bridge: ChatBridge, messages: Sequence[Message], *, policy_version: int = 0,
+                 tools: Sequence[dict[str, Any]] | None = None) -> None:
+        """``tools``: the env's OpenAI function schemas (``env.tool_schemas``), or None."""
         self.bridge = bridge
         self.messages: list[Message] = [dict(m) for m in messages]
-        ids = bridge.prompt_ids(self.messages)
+        self.tools: list[dict[str, Any]] | None = list(tools) if tools is not None else None
+        ids = bridge.prompt_ids(self.messages, self.tools)
         self.token_ids: list[int] = list(ids)
         self.loss_mask: list[int] = [0] * len(ids)
         self.behavior_logprobs: list[float] = [0.0] * len(ids)
@@ -241,7 +254,7 @@ class EpisodeTokens:
 
     def observation_ids(self, observation: Sequence[Message]) -> list[int]:
         """Ids that :meth:`add_observation` would append (lets the caller check a token budget first)."""
-        text = self.bridge.observation_text(self.messages, observation, self._last_sampled)
+        text = self.bridge.observation_text(self.messages, observation, self._last_sampled, self.tools)
         return self.bridge.encode(text)
 
     def add_observation(self, observation: Sequence[Message], ids: Sequence[int] | None = None) -> list[int]:
@@ -269,10 +282,10 @@ class EpisodeTokens:
         """
         actual = self.bridge.decode(self.token_ids)
         if self._open_turn:
-            expected = self.bridge.render(self.messages)
+            expected = self.bridge.render(self.messages, tools=self.tools)
             actual += self.bridge._closing_after(self._last_sampled)
         else:
-            expected = self.bridge.render(self.messages, add_generation_prompt=True)
+            expected = self.bridge.render(self.messages, add_generation_prompt=True, tools=self.tools)
         if actual == expected:
             return True
         if not self.drift:

@@ -255,7 +255,8 @@ class RolloutManager:
         observation, info = await env.areset(seed=task_seed, options=reset_options)
         state["info"]["task"] = _jsonable(getattr(env, "task", None))
         max_turns = min(cfg.max_turns, getattr(env, "max_turns", cfg.max_turns))
-        episode = EpisodeTokens(self.bridge, list(observation), policy_version=self.backend.version)
+        episode = EpisodeTokens(self.bridge, list(observation), policy_version=self.backend.version,
+                                tools=getattr(env, "tool_schemas", None))
         state["episode"] = episode
         for turn in range(max_turns):
             budget = cfg.max_context_tokens - len(episode)

@@ -12,15 +12,28 @@ import re
 from fractions import Fraction
 
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
-_SPACING = re.compile(r"\\[!,;:> ]|\\quad|\\qquad|\\displaystyle|~")
+# Spacing commands, but not the line break "\\\\" followed by a space (matrix rows); a row break's
+# optional spacing argument ("\\\\[2pt]") goes too.
+_SPACING = re.compile(r"(?<!\\)\\[!,;:> ]|\\quad|\\qquad|\\displaystyle|~")
+_ROW_SPACING = re.compile(r"\\\\\s*\[[^\]]*\]")
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _DEGREES = re.compile(r"\^\s*\{?\\circ\}?|°|\\degree")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _NUMBER = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)$")
-_UNIT_TAIL = re.compile(r"^([-+]?(?:\d+\.?\d*|\.\d+|\d{1,3}(?:,\d{3})+(?:\.\d+)?))\s*([a-zA-Z][a-zA-Z .²³/]*)$")
-_LHS = re.compile(r"^\\?[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*(?!.*=)")
+_UNIT_TAIL = re.compile(
+    r"^([-+]?(?:\d+\.?\d*|\.\d+|\d{1,3}(?:,\d{3})+(?:\.\d+)?))\s*([a-zA-Z][a-zA-Z .²³/]*)" + r"(?:\^\s*\{?\s*[23]\s*\}?)?$"
+)
+# A unit in a text command after a value, in any of its LaTeX spellings: "864 \mbox{ inches}^2",
+# "15\text{ square centimeters}", "\frac{270}7\text{ degrees}", "5.4 \text{cents}".
+_UNIT_TEXT_TAIL = re.compile(
+    r"^(.*?[\d}.)])\s*\\(?:text|mbox|mathrm|textrm|textnormal|textup)\s*\{([^{}]*)\}"
+    r"\s*(?:\^\s*\{?\s*[23]\s*\}?|[²³])?\s*$"
+)
+# "x = 5" for a bare value, "x \in [a, b]" for a bare set.
+_LHS = re.compile(r"^\\?[a-zA-Z](?:_\{?\w+\}?)?\s*(?:=|\\in(?![a-zA-Z]))\s*(?!.*=)")
 _SPACE = re.compile(r"(?<![a-zA-Z])\s+|\s+(?![a-zA-Z])")
-_FRAC_SHORT = re.compile(r"\\frac\s*(\d)\s*(\d)")
+# "\frac34", "\frac{270}7", "\frac3{4}": one-digit arguments without braces.
+_FRAC_SHORT = re.compile(r"\\frac\s*(\d|\{[^{}]*\})\s*(\d|\{[^{}]*\})")
 _SQRT_SHORT = re.compile(r"\\sqrt\s*(\d+|[a-zA-Z])(?![\w{])")
 
 
@@ -46,6 +59,21 @@ def _strip_wrappers(s: str) -> str:
     return s
 
 
+def unit_power(answer: str) -> int | None:
+    """The power of a unit written in text after the value (1, 2 for square, 3 for cubic), or None
+    without one. Units are stripped for comparison; this keeps "in^3" from equalling "in^2"."""
+    s = _SPACING.sub(" ", _strip_wrappers(answer))
+    m = _UNIT_TEXT_TAIL.match(s)
+    if not m or not _is_unit_words(m.group(2)):
+        return None
+    words, tail = m.group(2).lower().split(), s[m.end(2) :]
+    if "cubic" in words or re.search(r"[3³]", tail):
+        return 3
+    if "square" in words or re.search(r"[2²]", tail):
+        return 2
+    return 1
+
+
 def normalize(answer: str) -> tuple[str, bool]:
     """(normal form, had a percent sign)."""
     s = _strip_wrappers(answer)
@@ -54,6 +82,10 @@ def normalize(answer: str) -> tuple[str, bool]:
     s = s.replace("\\left", "").replace("\\right", "")
     s = s.replace("\\{", "{").replace("\\}", "}") if s.startswith("\\{") else s
     s = _SPACING.sub(" ", s)
+    s = _ROW_SPACING.sub(r"\\\\", s)
+    unit = _UNIT_TEXT_TAIL.match(s)
+    if unit and _is_unit_words(unit.group(2)):
+        s = unit.group(1)
     s = _DEGREES.sub("", s)
     percent = "%" in s
     s = s.replace("\\%", "").replace("%", "")
@@ -67,7 +99,7 @@ def normalize(answer: str) -> tuple[str, bool]:
         s = m.group(1)
     if _LHS.match(s):
         s = _LHS.sub("", s, count=1)
-    s = _FRAC_SHORT.sub(r"\\frac{\1}{\2}", s)
+    s = _FRAC_SHORT.sub(lambda m: f"\\frac{{{m.group(1).strip('{}')}}}{{{m.group(2).strip('{}')}}}", s)
     s = _SQRT_SHORT.sub(r"\\sqrt{\1}", s)
     s = _SPACE.sub("", s)
     if _THOUSANDS.match(s):
@@ -98,6 +130,23 @@ def as_rational(s: str) -> Fraction | None:
     except (ValueError, ZeroDivisionError):
         return None
     return None
+
+
+_MATRIX = re.compile(r"^\\begin\{pmatrix\}(.*)\\end\{pmatrix\}$", re.S)
+
+
+def as_matrix(s: str) -> list[list[str]] | None:
+    """Entries of a normalised ``pmatrix`` (rows split at ``\\\\``, entries at ``&``), else None."""
+    m = _MATRIX.match(s)
+    if not m or "\\begin" in m.group(1):
+        return None
+    rows = m.group(1).split("\\\\")
+    if rows and not rows[-1].strip():
+        rows = rows[:-1]  # a trailing row break
+    matrix = [row.split("&") for row in rows]
+    if not matrix or any(not entry.strip() for row in matrix for entry in row):
+        return None
+    return matrix
 
 
 _BASE_N = re.compile(r"^(\w+)_\{?(\d+)\}?$")

@@ -30,7 +30,7 @@ class Pair:
 
 _INT = re.compile(r"^-?\d+$")
 _FRAC = re.compile(r"^(-?)\\[dt]?frac\{(\d+)\}\{(\d+)\}$")
-_UNITS = ("dollars", "apples", "minutes", "\\text{ dollars}", "\\text{ km}", "people")
+_UNITS = ("dollars", "apples", "minutes", "\\text{ dollars}", "\\text{ km}", "people", "\\mbox{ dollars}", "\\text{ square feet}")
 
 
 def _thousands(n: int) -> str:
@@ -116,6 +116,17 @@ def _math_equivalents(i: int, ref: str, problem: str) -> list[tuple[str, str]]:
         out.append(("untext", ref[6:-1]))
     if "pmatrix" in ref:
         out.append(("bmatrix", ref.replace("pmatrix", "bmatrix")))
+        out += _matrix_forms(ref)
+    out += _unit_forms(ref)
+    if re.fullmatch(r"-?\d+\^\\circ", ref):
+        n = ref[: -len("^\\circ")]
+        out.append(("degrees_text", f"{n} \\text{{ degrees}}"))
+        out.append(("degrees_mbox", f"{n}\\mbox{{ degrees}}"))
+    m = re.fullmatch(r"([a-z])\s*\\in\s*(.+)", ref)
+    if m:
+        out.append(("interval_membership", m.group(2).replace(",", ", ")))
+    elif ref[:1] in "([" and ref[-1:] in ")]" and "," in ref and ("\\infty" in ref or "\\cup" in ref):
+        out.append(("interval_membership", f"x \\in {ref}"))
     if ref.startswith("\\left(") or ref.startswith("\\left["):
         out.append(("no_left_right", ref.replace("\\left", "").replace("\\right", "")))
     elif ref.startswith("(") and ref.endswith(")") and "\\" not in ref and ref.count("(") == 1:
@@ -139,13 +150,43 @@ def _math_equivalents(i: int, ref: str, problem: str) -> list[tuple[str, str]]:
     return out
 
 
-def _bump_number(ref: str) -> str | None:
-    """Change the last integer in the answer by +1 (carry-free so 19 -> 20 still differs)."""
+def _matrix_forms(ref: str) -> list[tuple[str, str]]:
+    """Matrix entries as ``\\frac{a}{b}`` instead of ``a/b`` (and back), and other spacing."""
+    out = []
+    fracs = re.sub(r"(-?)(\d+)/(\d+)", r"\1\\frac{\2}{\3}", ref)
+    if fracs != ref:
+        out.append(("matrix_frac", fracs))
+    out.append(("matrix_compact", re.sub(r"\s+", "", ref)))
+    out.append(("matrix_spaced", ref.replace("&", " & ").replace("\\\\", " \\\\[2pt] ").replace("  ", " ")))
+    return out
+
+
+_UNIT_SPELLINGS = {
+    "inches": ("\\text{ square inches}", "\\text{ in}^2", "\\mbox{inches}^{2}"),
+    "cm": ("\\text{ square centimeters}", "\\text{ cm}^2", "\\ \\mathrm{cm}^2"),
+    "cents": ("\\mbox{ cents}", "\\text{cents}"),
+    "degrees": ("^\\circ", "\\mbox{ degrees}"),
+}
+
+
+def _unit_forms(ref: str) -> list[tuple[str, str]]:
+    """Unit text in its other LaTeX spellings (``\\mbox``, ``\\text{ square ...}``, squared units), or none."""
+    m = re.fullmatch(r"(.+?)\s*\\(?:mbox|text)\{\s*(\w+)\}(\^2)?", ref)
+    if not m or m.group(2) not in _UNIT_SPELLINGS:
+        return []
+    value = m.group(1).strip()
+    out = [("unit_dropped", value)]
+    out += [("unit_spelling", f"{value}{spelling}") for spelling in _UNIT_SPELLINGS[m.group(2)]]
+    return out
+
+
+def _bump_number(ref: str, by: int = 1) -> str | None:
+    """Add ``by`` to the last integer in the answer (carry-free so 19 -> 20 still differs)."""
     matches = list(re.finditer(r"\d+", ref))
     if not matches:
         return None
     m = matches[-1]
-    return ref[: m.start()] + str(int(m.group(0)) + 1) + ref[m.end() :]
+    return ref[: m.start()] + str(int(m.group(0)) + by) + ref[m.end() :]
 
 
 def _math_wrong(ref: str) -> list[tuple[str, str]]:
@@ -168,6 +209,18 @@ def _math_wrong(ref: str) -> list[tuple[str, str]]:
         out.append(("other_choice", ref.replace(letter, other)))
     if _INT.match(ref) and int(ref) != 0:
         out.append(("negated", str(-int(ref))))
+    if "pmatrix" in ref:
+        entry = re.search(r"(-?)(\d+)/(\d+)", ref)
+        if entry:
+            flipped = "" if entry.group(1) else "-"
+            out.append(("matrix_frac_sign", ref[: entry.start()] + f"{flipped}\\frac{{{entry.group(2)}}}{{{entry.group(3)}}}" + ref[entry.end() :]))
+    m = re.fullmatch(r"([a-z])\s*\\in\s*(.+)", ref)
+    if m:
+        out.append(("interval_membership_bracket", m.group(2).replace("[", "(", 1)))
+    if re.fullmatch(r"(.+?)\s*\\(?:mbox|text)\{\s*(\w+)\}(\^2)?", ref) and _unit_forms(ref):
+        bumped = _bump_number(_unit_forms(ref)[1][1])
+        if bumped:
+            out.append(("unit_number", bumped))
     if not out:
         out.append(("other_text", ref + "x"))
     return out

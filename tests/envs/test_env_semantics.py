@@ -18,6 +18,7 @@ INFO_KEYS = {
     "tool_calls",
     "reward_breakdown",
     "correct",
+    "metrics",
 }
 TASKS = [Task("What is 6 * 7?", "42", id="t0"), Task("What is 2 + 2?", "4", id="t1")]
 
@@ -46,7 +47,9 @@ def test_reset_observation_and_task():
     env = make_env()
     obs, info = env.reset(seed=1)
     assert obs in env.observation_space
-    assert obs[0]["role"] == "system" and "<tool_call>" in obs[0]["content"] and "\\boxed{}" in obs[0]["content"]
+    assert obs[0]["role"] == "system" and "tools" in obs[0]["content"] and "\\boxed{}" in obs[0]["content"]
+    # The tools themselves go to the chat template (tools=env.tool_schemas), not into the system prompt.
+    assert env.tool_schemas == [Echo().schema()]
     assert obs[-1] == {"role": "user", "content": env.task.question}
     assert info["task"]["answer"] == env.task.answer
 
@@ -91,8 +94,10 @@ def test_malformed_call_is_a_failed_turn():
     assert not (r.terminated or r.truncated)
     assert "not valid JSON" in r.observation[0]["content"]
     assert r.info["is_tool_call"] and r.info["tool_calls"][0]["status"] == "malformed"
+    assert r.info["metrics"]["tool_calls_malformed"] == 1.0 and r.info["metrics"]["tool_calls_malformed_invalid_json"] == 1.0
     r = env.step('<tool_call>{"name": "echo", "arguments": {"text": 3}}</tool_call>')
-    assert "type string" in r.observation[0]["content"]
+    assert "not of type 'string'" in r.observation[0]["content"]
+    assert r.info["metrics"]["tool_calls_malformed_invalid_arguments"] == 1.0 and r.info["metrics"]["tool_calls"] == 0.0
 
 
 def test_tool_error_truncates_without_reward():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from envs.parsers import PythonBlockParser, ToolCallTagParser, clean_text
+from envs.parsers import PythonBlockParser, ToolCall, ToolCallTagParser, clean_text
 from envs.tool import PythonTool
 
 TOOLS = {"python": PythonTool()}
@@ -81,25 +81,41 @@ def test_tool_call_arguments_as_string(tc):
 
 
 @pytest.mark.parametrize(
-    "body, fragment",
+    "body, fragment, kind",
     [
-        ("{not json", "not valid JSON"),
-        ("[1, 2]", "JSON object"),
-        ('{"arguments": {"code": "x"}}', '"name"'),
-        ('{"name": 5, "arguments": {}}', '"name"'),
-        ('{"name": "python", "arguments": [1]}', "arguments"),
-        ('{"name": "python", "arguments": {"code": 5}}', "type string"),
-        ('{"name": "python", "arguments": {"code": true}}', "type string"),
-        ('{"name": "python", "arguments": {}}', "needs the argument"),
-        ('{"name": "python", "arguments": {"code": "x", "extra": 1}}', "no argument"),
-        ('{"name": "rm_rf", "arguments": {}}', "Unknown tool"),
-        ("", "empty"),
-        ("[" * 100_000, "too long"),
+        ("{not json", "not valid JSON", "invalid_json"),
+        ("[1, 2]", "JSON object", "invalid_json"),
+        ('{"arguments": {"code": "x"}}', '"name"', "invalid_json"),
+        ('{"name": 5, "arguments": {}}', '"name"', "invalid_json"),
+        ('{"name": "python", "arguments": [1]}', "arguments", "invalid_json"),
+        ('{"name": "python", "arguments": "{bad"}', "not valid JSON", "invalid_json"),
+        ('{"name": "python", "arguments": {"code": 5}}', "not of type 'string'", "invalid_arguments"),
+        ('{"name": "python", "arguments": {"code": true}}', "not of type 'string'", "invalid_arguments"),
+        ('{"name": "python", "arguments": {}}', "'code' is a required property", "invalid_arguments"),
+        ('{"name": "python", "arguments": {"code": "x", "extra": 1}}', "'extra' was unexpected", "invalid_arguments"),
+        ('{"name": "rm_rf", "arguments": {}}', "Unknown tool", "unknown_tool"),
+        ("", "empty", "format"),
+        ("[" * 100_000, "too long", "format"),
     ],
 )
-def test_tool_call_malformed(tc, body, fragment):
+def test_tool_call_malformed(tc, body, fragment, kind):
     r = tc.parse(f"<tool_call>{body}</tool_call>", TOOLS)
-    assert not r.calls and r.error and fragment in r.error
+    assert not r.calls and r.error and fragment in r.error and r.error_kind == kind
+
+
+def test_openai_tool_calls_shape(tc):
+    call = {"id": "call_1", "type": "function", "function": {"name": "python", "arguments": '{"code": "print(1)"}'}}
+    inside = tc.parse(f"<tool_call>{json.dumps(call)}</tool_call>", TOOLS)
+    message = tc.parse(json.dumps({"role": "assistant", "content": None, "tool_calls": [call, call]}), TOOLS)
+    bare_list = tc.parse(json.dumps([call]), TOOLS)
+    for r in (inside, message, bare_list):
+        assert r.error is None and r.calls[0] == ToolCall("python", {"code": "print(1)"})
+    assert len(message.calls) == 2
+    bad = dict(call, function={"name": "python", "arguments": '{"code": 1}'})
+    r = tc.parse(json.dumps({"tool_calls": [bad]}), TOOLS)
+    assert r.error_kind == "invalid_arguments" and not r.calls
+    # Prose that merely starts with a brace is not a call.
+    assert not tc.parse('{"function" is a word here', TOOLS).attempted
 
 
 def test_tool_call_deep_nesting_is_not_a_crash():

@@ -9,7 +9,14 @@ from gymnasium.utils.env_checker import check_env
 import envs
 from envs import EnvNotFoundError, RegistrationError
 
-BUILTINS = {"agentrl/Math-v0", "agentrl/PythonMath-v0", "agentrl/Arithmetic-v0"}
+BUILTINS = {
+    "agentrl/Math-v0",
+    "agentrl/PythonMath-v0",
+    "agentrl/Arithmetic-v0",
+    "agentrl/HumanEval-v0",
+    "agentrl/MultiTool-v0",
+    "agentrl/GuessNumber-v0",
+}
 
 
 def test_builtins_listed():

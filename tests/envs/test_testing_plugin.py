@@ -57,3 +57,29 @@ async def test_episode_runner_fixture_with_an_env_instance(episode_runner):
     env = envs.make("agentrl/Math-v0", dataset="gsm8k")
     records = await episode_runner(env, ["\\boxed{1}"], 3, seed=10)
     assert [r.seed for r in records] == [10, 11, 12] and all(r.turns == 1 for r in records)
+
+
+def _documented_example() -> str:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "testing.md").read_text()
+    section = doc[doc.index("A complete async integration test") :]
+    return section[section.index("```python\n") + len("```python\n") : section.index("\n```\n")] + "\n"
+
+
+def test_documented_async_example_passes_in_a_project_without_configuration(tmp_path):
+    """docs/testing.md's example, copied as is into a fresh project (no pytest configuration at all),
+    run by pytest in a subprocess: pytest-asyncio's strict mode would fail it without the plugin."""
+    import os
+    import subprocess
+
+    pytest.importorskip("pytest_asyncio")
+    (tmp_path / "test_my_env.py").write_text(_documented_example())
+    assert not [p for p in tmp_path.iterdir() if p.name != "test_my_env.py"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "AGENTRL_SANDBOX_URL"))}
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0 and "2 passed" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+
