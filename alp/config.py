@@ -70,7 +70,7 @@ class LearnerConfig:
     """Regulariser - beta * log sigma^2; dev code uses 1e-3; 0 = off. Minimum at sigma^2 = beta / alpha."""
     layers_path: str | None = None
     """Dotted path of the decoder nn.ModuleList when it cannot be found (e.g. 'model.layers')."""
-    noise_probe_seqs: int = 64
+    noise_probe_seqs: int = 32
     """Sequences of each update's first mini-batch also scored without noise (one no-grad forward of them; free
     with ratio_denominator='old') to log what the noise itself does (noise/*) beside the mismatch (mismatch/*);
     0 = off. Only when the update is perturbed."""
