@@ -191,6 +191,8 @@ class EvalConfig:
     """Sampling temperature for evaluation (0: greedy)."""
     every: int = 0
     """Also evaluate every N steps (0: only before and after)."""
+    greedy: bool = False
+    """Also evaluate greedily (temperature 0, one sample per task, the same tasks): eval/greedy_accuracy."""
 
 
 @dataclass

@@ -15,7 +15,6 @@ need exactly that (question -> code, tool output -> answer). Learning it from th
 from __future__ import annotations
 
 import logging
-import math
 import random
 import re
 import time
@@ -27,6 +26,7 @@ import torch
 from agentrl.inference.scripted import ScriptedBackend
 from agentrl.rollout import RolloutConfig, RolloutManager
 from agentrl.rollout.trajectory import TokenKind, Trajectory
+from alp.schedule import lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +119,11 @@ def sft_loss(model: torch.nn.Module, trajs: list[Trajectory], pad_id: int) -> to
     return (nll * m).sum() / m.sum().clamp(min=1)
 
 
-def lr_factor(step: int, steps: int, warmup: float, final: float) -> float:
-    """Linear warm-up over the first ``warmup`` fraction of ``steps``, then cosine decay to ``final`` x lr."""
+def sft_schedule(steps: int, warmup: float, final: float) -> Callable[[int], float]:
+    """The SFT learning-rate multiplier per step: linear warm-up over the first ``warmup`` fraction of ``steps``
+    (at least one step), then cosine decay to ``final`` x lr at the last step (``warmup=0, final=1``: constant)."""
     ramp = max(1, round(warmup * steps))
-    if step < ramp:
-        return (step + 1) / ramp
-    progress = (step - ramp) / max(1, steps - ramp)
-    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+    return lambda step: lr_factor(step, warmup_steps=ramp, schedule="cosine", decay_steps=steps, final_ratio=final)
 
 
 def sft(model: torch.nn.Module, demos: list[Trajectory], *, steps: int, batch_size: int, lr: float, seed: int,
@@ -133,12 +131,12 @@ def sft(model: torch.nn.Module, demos: list[Trajectory], *, steps: int, batch_si
         on_step: Callable[[int, float], None] | None = None) -> list[float]:
     """Train ``model`` in place for at most ``steps`` steps; returns the loss per step.
 
-    The learning rate follows :func:`lr_factor` (``warmup=0, final_lr=1``: constant). With ``stop_loss``,
+    The learning rate follows :func:`sft_schedule` (``warmup=0, final_lr=1``: constant). With ``stop_loss``,
     training ends early once the mean loss of the last :data:`STOP_WINDOW` steps is at or below it.
     """
     gen = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warmup, final_lr))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, sft_schedule(steps, warmup, final_lr))
     model.train()
     losses = []
     for step in range(steps):

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import json
 import logging
 import random
 import signal
@@ -43,7 +44,7 @@ from agentrl.config import (
     dump_config,
     load_config,
 )
-from agentrl.eval import evaluate
+from agentrl.eval import accuracy_gain, evaluate, evaluate_by_task
 from agentrl.inference.base import Backend
 from agentrl.inference.hf import HFBackend
 from agentrl.rollout import RolloutManager, Trajectory, to_train_batch
@@ -181,25 +182,36 @@ def attach_learner_ratios(model: torch.nn.Module, trajectories: list[Trajectory]
 
 
 class HeldOut:
-    """Held-out evaluations of the run, kept in eval.json by label (base, before, step_N, after)."""
+    """Held-out evaluations of the run, kept in eval.json by label (base, before, step_N, after), and each
+    task's accuracy per label in eval_tasks.json (same tasks every time, so two labels compare task by task)."""
+
+    TASKS_FILE = "eval_tasks.json"
 
     def __init__(self, run_dir: Path, config: TrainConfig, tokenizer: Any, env_factory: EnvFactory, *,
                  resume: bool) -> None:
         self.run_dir, self.config, self.tokenizer, self.env_factory = run_dir, config, tokenizer, env_factory
         self.evals: dict[str, dict[str, float]] = read_evals(run_dir) if resume else {}
+        tasks_file = run_dir / self.TASKS_FILE
+        self.task_accuracy: dict[str, list[float]] = (
+            json.loads(tasks_file.read_text()) if resume and tasks_file.is_file() else {})
 
     async def __call__(self, backend: Backend, label: str) -> dict[str, float]:
         cfg = self.config
         if cfg.eval.tasks <= 0:
             return {}
         t0 = time.perf_counter()
-        result = await evaluate(backend, self.tokenizer, self.env_factory, tasks=cfg.eval.tasks,
-                                samples=cfg.eval.samples, temperature=cfg.eval.temperature, seed=cfg.run.seed,
-                                rollout=cfg.rollout)
-        self.evals[label] = result
+        common = {"tasks": cfg.eval.tasks, "seed": cfg.run.seed, "rollout": cfg.rollout}
+        result, per_task = await evaluate_by_task(backend, self.tokenizer, self.env_factory, **common,
+                                                  samples=cfg.eval.samples, temperature=cfg.eval.temperature)
+        if cfg.eval.greedy:
+            greedy = await evaluate(backend, self.tokenizer, self.env_factory, **common, samples=1, temperature=0.0)
+            result["eval/greedy_accuracy"] = greedy["eval/accuracy"]
+        self.evals[label], self.task_accuracy[label] = result, per_task
         write_evals(self.run_dir, self.evals)
-        log.info("eval %-6s accuracy %.3f | tool-call rate %.2f | turns %.2f (%.0f s)", label,
-                 result["eval/accuracy"], result["eval/tool_call_rate"], result["eval/turns_mean"],
+        (self.run_dir / self.TASKS_FILE).write_text(json.dumps(self.task_accuracy))
+        greedy_text = f" | greedy {result['eval/greedy_accuracy']:.3f}" if cfg.eval.greedy else ""
+        log.info("eval %-6s accuracy %.3f%s | tool-call rate %.2f | turns %.2f (%.0f s)", label,
+                 result["eval/accuracy"], greedy_text, result["eval/tool_call_rate"], result["eval/turns_mean"],
                  time.perf_counter() - t0)
         return result
 
@@ -288,9 +300,17 @@ def ctrl_c_flag() -> Iterator[asyncio.Event]:
 
 
 def progress_postfix(metrics: dict[str, float]) -> dict[str, str]:
-    return {"reward": f"{metrics.get('rollout/reward_mean', 0):.2f}", "acc": f"{metrics.get('rollout/accuracy', 0):.2f}",
-            "tool": f"{metrics.get('rollout/tool_call_rate', 0):.2f}",
-            "r_p99": f"{metrics.get('ratio/q99', float('nan')):.2f}", "sigma": f"{metrics.get('sigma/mean', 0):.1e}"}
+    """The progress bar's fields: reward and accuracy (of the episodes not excluded), the excluded episodes when
+    there are any, the share of groups with no signal (all rewards equal), the ratio tail, sigma."""
+    postfix = {"reward": f"{metrics.get('rollout/reward_mean', 0):.2f}",
+               "acc": f"{metrics.get('rollout/accuracy', 0):.2f}"}
+    if metrics.get("rollout/excluded", 0) > 0:
+        postfix["excluded"] = f"{metrics['rollout/excluded']:.0f}/{metrics.get('rollout/episodes', 0):.0f}"
+    postfix.update({"tool": f"{metrics.get('rollout/tool_call_rate', 0):.2f}",
+                    "flat": f"{metrics.get('groups/all_equal_frac', float('nan')):.2f}",
+                    "r_p99": f"{metrics.get('ratio/q99', float('nan')):.2f}",
+                    "sigma": f"{metrics.get('sigma/mean', 0):.1e}"})
+    return postfix
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -390,7 +410,7 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
                       train_env, SandboxWatch(sandbox_url, config.sandbox.outage_timeout_s), start_step=start_step,
                       world=world, started=started)
         await held_out(backend, "after")
-    return finish(config, run_dir, model, tokenizer, held_out.evals, sft_steps=sft_steps, started=started)
+    return finish(config, run_dir, model, tokenizer, held_out, sft_steps=sft_steps, started=started)
 
 
 async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, tokenizer: Any, learner: Learner,
@@ -478,22 +498,29 @@ async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, to
     checkpoints.save(config.run.steps - 1)
 
 
-def finish(config: TrainConfig, run_dir: Path, model: torch.nn.Module, tokenizer: Any,
-           evals: dict[str, dict[str, float]], *, sft_steps: int, started: float) -> dict[str, Any]:
-    """Final HF checkpoint, plots, and the summary (printed and returned)."""
+def finish(config: TrainConfig, run_dir: Path, model: torch.nn.Module, tokenizer: Any, held_out: HeldOut, *,
+           sft_steps: int, started: float) -> dict[str, Any]:
+    """Final HF checkpoint, plots, and the summary (printed and returned): held-out accuracy untrained -> after
+    SFT -> after RL, RL's gain with its 95% interval (paired over the same tasks), greedy accuracy beside it."""
     save_final(model, tokenizer, run_dir / "final")
     plots = plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots") if (run_dir / "metrics.jsonl").exists() else []
+    evals = held_out.evals
     base, before, after = evals.get("base", {}), evals.get("before", {}), evals.get("after", {})
-    summary = {"run_dir": str(run_dir), "steps": config.run.steps, "wall_s": time.perf_counter() - started,
-               "untrained": base, "sft_steps": sft_steps, "before": before, "after": after,
-               "plots": [str(p) for p in plots]}
-    if base and after:
-        print(f"[agentrl] held-out accuracy untrained {base['eval/accuracy']:.3f} -> after SFT "
-              f"{before['eval/accuracy']:.3f} -> after RL {after['eval/accuracy']:.3f}")
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": config.run.steps,
+                               "wall_s": time.perf_counter() - started, "untrained": base, "sft_steps": sft_steps,
+                               "before": before, "after": after, "plots": [str(p) for p in plots]}
     if before and after:
-        print(f"[agentrl] held-out accuracy {before['eval/accuracy']:.3f} -> {after['eval/accuracy']:.3f} | "
-              f"tool-call rate {before['eval/tool_call_rate']:.2f} -> {after['eval/tool_call_rate']:.2f} | "
-              f"{summary['wall_s'] / 60:.1f} min | {run_dir}")
+        gain = accuracy_gain(before, after, held_out.task_accuracy.get("before"), held_out.task_accuracy.get("after"))
+        summary["rl_gain"] = {"mean": gain.mean, "low": gain.low, "high": gain.high, "paired": gain.paired}
+        phases = [("untrained", base), ("after SFT", before), ("after RL", after)] if base else \
+            [("before RL", before), ("after RL", after)]
+        ev = config.eval
+        print(f"[agentrl] held-out accuracy ({ev.tasks} tasks x {ev.samples} samples, temperature "
+              f"{ev.temperature:g}): " + " -> ".join(f"{name} {e['eval/accuracy']:.3f}" for name, e in phases))
+        if all("eval/greedy_accuracy" in e for _, e in phases):
+            print("[agentrl] greedy accuracy: " + " -> ".join(f"{e['eval/greedy_accuracy']:.3f}" for _, e in phases))
+        print(f"[agentrl] RL gain {gain.fmt()} | tool-call rate {before['eval/tool_call_rate']:.2f} -> "
+              f"{after['eval/tool_call_rate']:.2f} | {summary['wall_s'] / 60:.1f} min | {run_dir}")
     return summary
 
 

@@ -15,9 +15,11 @@ Shapes: B sequences, T tokens, G groups.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["ESTIMATORS", "compute_advantages", "broadcast_advantages"]
+__all__ = ["ESTIMATORS", "compute_advantages", "broadcast_advantages", "flat_groups"]
 
 ESTIMATORS = ("grpo", "grpo_no_std", "dr_grpo", "rloo")
 
@@ -54,3 +56,15 @@ def broadcast_advantages(advantages: torch.Tensor, loss_mask: torch.Tensor) -> t
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1)  # [B, 1]
     return advantages * loss_mask  # [B, T]
+
+
+def flat_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """rewards [B], group_ids [B] -> [G] bool (groups in sorted id order): True where every reward of the group
+    is the same (a group of one included). Every estimator gives such a group zero advantage: it carries no
+    learning signal."""
+    rewards = torch.as_tensor(rewards, dtype=torch.float64)  # [B]
+    _, g = torch.unique(torch.as_tensor(group_ids), return_inverse=True)  # [B]
+    G = int(g.max()) + 1 if g.numel() else 0
+    high = torch.full((G,), -math.inf, dtype=torch.float64).scatter_reduce(0, g, rewards, "amax")  # [G]
+    low = torch.full((G,), math.inf, dtype=torch.float64).scatter_reduce(0, g, rewards, "amin")  # [G]
+    return high == low

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from alp.advantages import ESTIMATORS
 from alp.losses import CORRECTIONS, KL_ESTIMATORS, LOSS_AGG_MODES, RATIO_LEVELS, LossSpec
 from alp.perturb import LAYER_MODES
+from alp.schedule import SCHEDULES
 
 __all__ = ["LearnerConfig"]
 
@@ -22,7 +23,15 @@ class LearnerConfig:
 
     # ---- optimisation
     lr: float = 1e-6
-    """Policy learning rate (AdamW). ALP paper: 1e-6."""
+    """Policy learning rate (AdamW), the peak of the schedule below. ALP paper: 1e-6."""
+    lr_warmup_steps: int = 0
+    """Optimizer steps of linear policy-lr warm-up, (step + 1) / n x lr; 0 = none (the paper's recipes)."""
+    lr_schedule: str = "constant"
+    """After the warm-up: constant | linear | cosine decay of the policy lr to lr_final_ratio x lr at lr_decay_steps."""
+    lr_decay_steps: int = 0
+    """Optimizer step (counted from 0, warm-up included) where a linear or cosine decay ends."""
+    lr_final_ratio: float = 0.0
+    """Policy lr at and after lr_decay_steps, as a fraction of lr (linear and cosine schedules)."""
     sigma_lr: float = 5e-4
     """Learning rate of the log-sigma param group. ALP paper: 5e-4 multi-turn, 1e-2 single-turn."""
     weight_decay: float = 0.01
@@ -61,6 +70,10 @@ class LearnerConfig:
     """Regulariser - beta * log sigma^2; dev code uses 1e-3; 0 = off. Minimum at sigma^2 = beta / alpha."""
     layers_path: str | None = None
     """Dotted path of the decoder nn.ModuleList when it cannot be found (e.g. 'model.layers')."""
+    noise_probe_seqs: int = 32
+    """Sequences of each update's first mini-batch also scored without noise (one no-grad forward of them; free
+    with ratio_denominator='old') to log what the noise itself does (noise/*) beside the mismatch (mismatch/*);
+    0 = off. Only when the update is perturbed."""
 
     # ---- ratio and loss
     ratio_level: str = "sequence"
@@ -119,6 +132,7 @@ class LearnerConfig:
         choice("kl_estimator", KL_ESTIMATORS)
         choice("advantage_estimator", ESTIMATORS)
         choice("noise_scale", ("absolute", "relative"))
+        choice("lr_schedule", SCHEDULES)
         if isinstance(self.perturb_layers, str):
             choice("perturb_layers", LAYER_MODES)
         else:
@@ -132,6 +146,9 @@ class LearnerConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be > 0")
         for name in (
+            "lr_warmup_steps",
+            "lr_decay_steps",
+            "noise_probe_seqs",
             "sigma_lr",
             "weight_decay",
             "kl_coef",
@@ -173,6 +190,13 @@ class LearnerConfig:
             raise ValueError(
                 f"sigma_reg_beta={self.sigma_reg_beta} with sigma_reg_alpha=0 pushes sigma to infinity; "
                 "set sigma_reg_alpha > 0 too (the minimum is at sigma^2 = beta / alpha)"
+            )
+        if not 0 <= self.lr_final_ratio <= 1:
+            raise ValueError(f"lr_final_ratio={self.lr_final_ratio}: must be in [0, 1] (a fraction of lr)")
+        if self.lr_schedule != "constant" and self.lr_decay_steps <= self.lr_warmup_steps:
+            raise ValueError(
+                f"lr_schedule={self.lr_schedule!r} decays until lr_decay_steps={self.lr_decay_steps}, which must "
+                f"be above lr_warmup_steps={self.lr_warmup_steps} (e.g. the run's optimizer steps)"
             )
         if not all(0 < q < 1 for q in self.ratio_quantiles):
             raise ValueError(f"ratio_quantiles={self.ratio_quantiles}: every quantile must be in (0, 1)")

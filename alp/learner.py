@@ -7,8 +7,11 @@ One `update(batch)` per rollout batch, in execution order:
          pack sequences into micro-batches by token budget (never splitting a sequence)
          per micro-batch: forward under `perturbation.active(...)`, logprobs at the rollout's temperature,
          loss with the mini-batch's global token/sequence counts (exact across micro-batches), backward
-         sigma regulariser, grad clip, AdamW step (policy group + sigma group), step += 1
-    4. metrics: loss/, ratio/, clip/, kl/, sigma/, entropy, grad_norm, perf/
+         sigma regulariser, grad clip, policy lr from the schedule (alp.schedule), AdamW step (policy group
+         + sigma group), step += 1
+       the first mini-batch's first `noise_probe_seqs` sequences are also scored without noise at the same
+       weights (no grad), so the noise's own effect is measured apart from the rollout/trainer mismatch
+    4. metrics: loss/, ratio/, clip/, kl/, noise/, mismatch/, sigma/, groups/, lr, entropy, grad_norm, perf/
 
 Shapes: B sequences, T tokens, V vocabulary, L perturbed layers.
 """
@@ -23,12 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from alp.advantages import broadcast_advantages, compute_advantages
+from alp.advantages import broadcast_advantages, compute_advantages, flat_groups
 from alp.batch import TrainBatch, pack_micro_batches
 from alp.config import LearnerConfig
 from alp.logprobs import score, token_logprobs
 from alp.losses import aggregate, kl_penalty, mismatch_kl, policy_loss
 from alp.perturb import LayerPerturbation, noise_key
+from alp.schedule import lr_factor
 from alp.stats import quantiles
 
 __all__ = ["Learner"]
@@ -111,6 +115,12 @@ class Learner:
         self.loss_spec = config.loss_spec()
         self.step = 0
 
+    def policy_lr(self, step: int) -> float:
+        """The policy group's learning rate at optimizer step ``step`` (warm-up and schedule of the config)."""
+        cfg = self.config
+        return cfg.lr * lr_factor(step, warmup_steps=cfg.lr_warmup_steps, schedule=cfg.lr_schedule,
+                                  decay_steps=cfg.lr_decay_steps, final_ratio=cfg.lr_final_ratio)
+
     def _score(self, model: nn.Module, batch: TrainBatch) -> torch.Tensor:
         """Unperturbed logprobs [B, T] of the loss tokens (pi_old or the reference), 0 elsewhere, no grad."""
         logp = score(model, batch, micro_batch_tokens=self.config.micro_batch_tokens,
@@ -164,10 +174,26 @@ class Learner:
                 order = torch.arange(B)
             for start in range(0, B, mbs):
                 rows = order[start : start + mbs].to(self.device)
-                self._train_step(batch, rows, adv_tok, seq_ids, logp_old, ref_logp, sums)
+                probe = self._noise_probe(batch, rows, logp_old, sums) if epoch == 0 and start == 0 else None
+                self._train_step(batch, rows, adv_tok, seq_ids, logp_old, ref_logp, sums, probe)
         return self._metrics(sums, batch, time.perf_counter() - t0, t_score)
 
-    def _train_step(self, batch, rows, adv_tok, seq_ids, logp_old, ref_logp, sums: _Sums) -> None:
+    def _noise_probe(self, batch: TrainBatch, rows: torch.Tensor, logp_old: torch.Tensor | None,
+                     sums: _Sums) -> dict[int, torch.Tensor] | None:
+        """Unperturbed logprobs (row -> [T]) of the first ``noise_probe_seqs`` rows of the update's first
+        mini-batch, at the weights its perturbed forward uses: pi_old when it was computed, else one no-grad
+        forward of those rows. None when the update is not perturbed or the probe is off."""
+        n = self.config.noise_probe_seqs
+        if not self.perturbation.num_layers or n <= 0:
+            return None
+        t0 = time.perf_counter()
+        chosen = rows[:n]
+        logp = logp_old[chosen] if logp_old is not None else self._score(self.model, batch.select(chosen))  # [n, T]
+        sums.add("perf/noise_probe_seconds", time.perf_counter() - t0)
+        return {int(r): row for r, row in zip(chosen.tolist(), logp, strict=True)}
+
+    def _train_step(self, batch, rows, adv_tok, seq_ids, logp_old, ref_logp, sums: _Sums,
+                    probe: dict[int, torch.Tensor] | None = None) -> None:
         cfg = self.config
         mask_mb = batch.loss_mask[rows]  # [b, T]
         n_tok = float(mask_mb.sum())
@@ -235,6 +261,8 @@ class Learner:
                 if ref_logp is not None:
                     kl_ref = kl_penalty(logp, ref_logp[mb, :width], cfg.kl_estimator)
                     sums.add("kl_ref_sum", (kl_ref * mask).sum())
+                if probe is not None:
+                    _add_noise_probe(sums, probe, mb, logp, behavior, mask)
                 sums.add("perf/micro_batches", 1)
                 sums.add("padded_tokens", ids.numel())
                 sums.add("real_tokens", batch.lengths[mb].sum())
@@ -249,6 +277,9 @@ class Learner:
             _all_reduce_grads(params)
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        lr = self.policy_lr(self.step)
+        self.optimizer.param_groups[0]["lr"] = lr  # the policy group; sigma keeps its own constant lr
+        sums.sums["lr"] = lr
         self.optimizer.step()
         self.step += 1
         for k, v in step_loss.items():
@@ -300,6 +331,12 @@ class Learner:
             out["kl/mu_old_k3"] = sums.get("kl_mu_old_k3") / tokens
         if "kl_ref_sum" in sums.sums:
             out[f"kl/ref_{cfg.kl_estimator}"] = sums.get("kl_ref_sum") / tokens
+        out.update(_noise_probe_metrics(sums))
+        if batch.rewards is not None and batch.group_ids is not None:
+            flat = flat_groups(batch.rewards.cpu(), batch.group_ids.cpu())  # [G]
+            out["groups/count"] = float(flat.numel())
+            out["groups/all_equal_frac"] = float(flat.float().mean()) if flat.numel() else 0.0
+        out["lr"] = sums.get("lr", self.policy_lr(self.step))
         sig = self.perturbation.sigma.detach().float().cpu()
         for name, s in zip(self.perturbation.layer_names(), sig.tolist(), strict=True):
             out[f"sigma/{name}"] = s
@@ -312,6 +349,8 @@ class Learner:
         out["grad_norm_max"] = sums.get("grad_norm_max")
         out["perf/seconds"] = seconds
         out["perf/score_seconds"] = score_seconds
+        if "perf/noise_probe_seconds" in sums.sums:
+            out["perf/noise_probe_seconds"] = sums.get("perf/noise_probe_seconds")
         out["perf/optimizer_steps"] = sums.get("steps")
         out["perf/micro_batches"] = sums.get("perf/micro_batches")
         out["perf/tokens"] = sums.get("real_tokens")
@@ -338,6 +377,42 @@ class Learner:
         self.perturbation.load_state_dict(state["perturbation"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+
+
+def _add_noise_probe(sums: _Sums, probe: dict[int, torch.Tensor], mb: torch.Tensor, logp: torch.Tensor,
+                     behavior: torch.Tensor, mask: torch.Tensor) -> None:
+    """Accumulate, for the micro-batch's rows that are in the probe, the log-ratios of the perturbed policy
+    to the unperturbed one (the noise) and of the unperturbed policy to the rollout's mu (the mismatch).
+    logp, behavior, mask: [b, T] of the micro-batch."""
+    for i, row in enumerate(mb.tolist()):
+        if row not in probe:
+            continue
+        m = mask[i]  # [T]
+        clean = probe[row][: m.shape[0]].to(logp.device)  # [T]
+        for name, log_r in (("noise", (logp[i] - clean) * m), ("mismatch", (clean - behavior[i]) * m)):
+            log_r = log_r.clamp(-20, 20)  # [T]
+            sums.add(f"{name}_tokens", m.sum())
+            sums.add(f"{name}_k3", ((torch.exp(log_r) - 1 - log_r) * m).sum())
+            sums.add(f"{name}_log_r", log_r.sum())
+            sums.add(f"{name}_log_r_sq", (log_r**2).sum())
+            sums.extend(f"{name}_seq_log_r", log_r.sum().reshape(1))
+
+
+def _noise_probe_metrics(sums: _Sums) -> dict[str, float]:
+    """noise/* (perturbed vs unperturbed policy) and mismatch/* (unperturbed policy vs mu) on the probe rows:
+    kl_k3 (per token; the k3 estimate on the rollout's tokens), log_ratio_std (per token) and
+    seq_log_ratio_std (of each sequence's summed log-ratio, what Seq-ALP's ratio sees)."""
+    out: dict[str, float] = {}
+    for name in ("noise", "mismatch"):
+        n = sums.get(f"{name}_tokens")
+        if n <= 0:
+            continue
+        mean = sums.get(f"{name}_log_r") / n
+        out[f"{name}/kl_k3"] = sums.get(f"{name}_k3") / n
+        out[f"{name}/log_ratio_std"] = math.sqrt(max(sums.get(f"{name}_log_r_sq") / n - mean**2, 0.0))
+        seq = torch.cat(sums.values[f"{name}_seq_log_r"]).double()
+        out[f"{name}/seq_log_ratio_std"] = float(seq.std()) if seq.numel() > 1 else 0.0
+    return out
 
 
 def _dist_rank_world() -> tuple[int, int]:

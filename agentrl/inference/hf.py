@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_GATHER_WINDOW_S = 0.002  # wait this long for more requests before starting a batch
 _SEED_MASK = (1 << 63) - 1  # torch generators take a signed 64-bit seed
+_YIELD_S = 0.0005  # partial mode: how long the decoding loop sleeps while an update waits for the weights
 _STOP_WINDOW_TOKENS = 16  # decode this many trailing tokens (plus the stop string's length) for stop strings
 
 
@@ -92,6 +93,7 @@ class HFBackend:
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._deferred: list[_Request] = []
         self._weights_lock = threading.Lock()
+        self._update_wanted = threading.Event()  # partial mode: the decoding loop lets a waiting update in
         self._closed = False
         self._thread = threading.Thread(target=self._worker, name="agentrl-hf-backend", daemon=True)
         self._thread.start()
@@ -128,15 +130,19 @@ class HFBackend:
     def update_weights(self, weights: dict[str, Any] | str | Path) -> int:
         """Load new weights (a state dict or a checkpoint folder/file) between batches; returns the version."""
         state = _load_state(weights)
-        with self._weights_lock:  # waits for the batch (or, partial, the decoding step) in flight
-            missing, unexpected = self.model.load_state_dict(state, strict=False)
-            real_missing = [k for k in missing if not k.endswith("lm_head.weight")  # tied embeddings
-                            and not self._adapter_only]
-            if real_missing or unexpected:
-                raise ValueError(f"weights do not fit the model: missing {real_missing[:5]}, unexpected "
-                                 f"{unexpected[:5]}")
-            self._version += 1
-        return self._version
+        self._update_wanted.set()
+        try:
+            with self._weights_lock:  # waits for the batch (or, partial, the decoding step) in flight
+                missing, unexpected = self.model.load_state_dict(state, strict=False)
+                real_missing = [k for k in missing if not k.endswith("lm_head.weight")  # tied embeddings
+                                and not self._adapter_only]
+                if real_missing or unexpected:
+                    raise ValueError(f"weights do not fit the model: missing {real_missing[:5]}, unexpected "
+                                     f"{unexpected[:5]}")
+                self._version += 1
+                return self._version
+        finally:
+            self._update_wanted.clear()
 
     async def aupdate_weights(self, weights: dict[str, Any] | str | Path) -> int:
         """:meth:`update_weights` in a thread, so the event loop keeps running rollouts meanwhile."""
@@ -278,6 +284,8 @@ class HFBackend:
         may land between decoding steps; otherwise the caller holds it for the whole batch)."""
         if not self.allow_partial:
             return self.model(**inputs), self._version
+        while self._update_wanted.is_set():  # a lock is not fair: step aside so a waiting update gets in
+            time.sleep(_YIELD_S)
         with self._weights_lock:
             return self.model(**inputs), self._version
 

@@ -4,17 +4,17 @@ import pytest
 import torch
 
 from agentrl.rollout.trajectory import TokenKind, Trajectory
-from agentrl.sft import STOP_WINDOW, copy_examples, lr_factor, sft
+from agentrl.sft import STOP_WINDOW, copy_examples, sft, sft_schedule
 
 
 def test_lr_factor_warms_up_then_decays_to_the_final_fraction():
     steps, warmup, final = 100, 0.1, 0.2
-    factors = [lr_factor(s, steps, warmup, final) for s in range(steps + 1)]
+    factors = [sft_schedule(steps, warmup, final)(s) for s in range(steps + 1)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)  # linear ramp over 10 steps
     assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))  # then non-increasing
     assert factors[steps] == pytest.approx(final)
-    assert lr_factor(50, 100, 0.0, 1.0) == 1.0  # constant by default
-    mid = lr_factor(10 + 45, steps, warmup, final)  # half way through the cosine
+    assert sft_schedule(100, 0.0, 1.0)(50) == 1.0  # constant by default
+    mid = sft_schedule(steps, warmup, final)(10 + 45)  # half way through the cosine
     assert mid == pytest.approx(final + (1 - final) * 0.5 * (1 + math.cos(math.pi * 0.5)))
 
 
