@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from alp.advantages import ESTIMATORS
+from alp.distributed import STRATEGIES
 from alp.losses import CORRECTIONS, KL_ESTIMATORS, LOSS_AGG_MODES, RATIO_LEVELS, LossSpec
 from alp.perturb import LAYER_MODES
 from alp.schedule import SCHEDULES
@@ -52,6 +53,14 @@ class LearnerConfig:
     """Token budget of one forward/backward (padded b x T_max); sequences are never split."""
     logprob_chunk_tokens: int = 512
     """Positions per chunk in the lean logprob/entropy path; 0 = plain log_softmax path."""
+    strategy: str = "replicate"
+    """Data parallelism under torchrun (alp.distributed): replicate (full replicas, every rank holds the whole
+    batch) | ddp (torch DDP, each rank its own rows) | fsdp2 (fully_shard every decoder layer and the root)."""
+    mixed_precision: str | None = None
+    """fsdp2: bfloat16 computes in bf16 and reduces gradients in fp32 over fp32 sharded master weights; null:
+    the model's own dtype throughout."""
+    cpu_offload: bool = False
+    """fsdp2: keep sharded parameters, gradients and optimizer state in host memory between uses."""
     gradient_checkpointing: bool = False
     """Activation checkpointing of the decoder layers (HF); noise is keyed, so recompute sees the same eps."""
     seed: int = 0
@@ -132,6 +141,12 @@ class LearnerConfig:
         choice("kl_estimator", KL_ESTIMATORS)
         choice("advantage_estimator", ESTIMATORS)
         choice("noise_scale", ("absolute", "relative"))
+        choice("strategy", STRATEGIES)
+        if self.mixed_precision not in (None, "bfloat16"):
+            raise ValueError(f"mixed_precision={self.mixed_precision!r}: choose 'bfloat16' or None")
+        if (self.mixed_precision is not None or self.cpu_offload) and self.strategy != "fsdp2":
+            raise ValueError("mixed_precision and cpu_offload are options of strategy='fsdp2' (FSDP2's policies); "
+                             f"strategy={self.strategy!r} trains in the model's own dtype on its device")
         choice("lr_schedule", SCHEDULES)
         if isinstance(self.perturb_layers, str):
             choice("perturb_layers", LAYER_MODES)

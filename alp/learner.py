@@ -29,6 +29,7 @@ from torch import nn
 from alp.advantages import broadcast_advantages, compute_advantages, flat_groups
 from alp.batch import TrainBatch, pack_micro_batches
 from alp.config import LearnerConfig
+from alp.distributed import DataParallel
 from alp.logprobs import score, token_logprobs
 from alp.losses import aggregate, kl_penalty, mismatch_kl, policy_loss
 from alp.perturb import LayerPerturbation, noise_key
@@ -106,12 +107,17 @@ class Learner:
                     "name": "sigma",
                 }
             )
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.adam_eps)
         if config.gradient_checkpointing:
             enable = (
                 getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
             )
             enable()
+        # after the perturbation's hooks found the decoder layers, before the optimizer sees the parameters
+        # (FSDP2 replaces them with sharded ones)
+        self.parallel = DataParallel(config.strategy, model, layers_path=config.layers_path,
+                                     mixed_precision=config.mixed_precision, cpu_offload=config.cpu_offload)
+        groups[0]["params"] = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.adam_eps)
         self.loss_spec = config.loss_spec()
         self.step = 0
 
@@ -123,8 +129,12 @@ class Learner:
 
     def _score(self, model: nn.Module, batch: TrainBatch) -> torch.Tensor:
         """Unperturbed logprobs [B, T] of the loss tokens (pi_old or the reference), 0 elsewhere, no grad."""
+        forwards = None
+        if model is self.model and self.parallel.sharded:  # a collective forward: as many on every rank
+            forwards = self.parallel.all_max(len(pack_micro_batches(
+                batch.lengths, torch.arange(len(batch)), self.config.micro_batch_tokens)))
         logp = score(model, batch, micro_batch_tokens=self.config.micro_batch_tokens,
-                     chunk_tokens=self.config.logprob_chunk_tokens)  # [B, T]
+                     chunk_tokens=self.config.logprob_chunk_tokens, forwards=forwards)  # [B, T]
         return torch.where(batch.loss_mask > 0, logp, 0.0)  # tokens outside the loss may be -inf (top-k/p)
 
     # ------------------------------------------------------------------ update
@@ -165,15 +175,22 @@ class Learner:
         )
         t_score = time.perf_counter() - t0
 
-        mbs = cfg.mini_batch_size or B
+        # Mini-batches are slices of one permutation of the global sequence ids (the same on every rank and for
+        # every world size); each rank trains on the rows it holds.
+        all_ids = self.parallel.global_ids(seq_ids)  # [N] sorted
+        row_of = {int(i): r for r, i in enumerate(seq_ids.tolist())}
+        n_all = all_ids.numel()
+        mbs = cfg.mini_batch_size or n_all
         for epoch in range(cfg.ppo_epochs):
             if cfg.shuffle:
                 g = torch.Generator().manual_seed(noise_key(cfg.seed, self.step, epoch, 0, 0, 0))
-                order = torch.randperm(B, generator=g)
+                order = torch.randperm(n_all, generator=g)
             else:
-                order = torch.arange(B)
-            for start in range(0, B, mbs):
-                rows = order[start : start + mbs].to(self.device)
+                order = torch.arange(n_all)
+            for start in range(0, n_all, mbs):
+                chunk = all_ids[order[start : start + mbs]].tolist()
+                rows = torch.tensor([row_of[i] for i in chunk if i in row_of], dtype=torch.long,
+                                    device=self.device)
                 probe = self._noise_probe(batch, rows, logp_old, sums) if epoch == 0 and start == 0 else None
                 self._train_step(batch, rows, adv_tok, seq_ids, logp_old, ref_logp, sums, probe)
         return self._metrics(sums, batch, time.perf_counter() - t0, t_score)
@@ -195,18 +212,21 @@ class Learner:
     def _train_step(self, batch, rows, adv_tok, seq_ids, logp_old, ref_logp, sums: _Sums,
                     probe: dict[int, torch.Tensor] | None = None) -> None:
         cfg = self.config
+        par = self.parallel
         mask_mb = batch.loss_mask[rows]  # [b, T]
-        n_tok = float(mask_mb.sum())
-        n_seq = float((mask_mb.sum(1) > 0).sum())
+        # the mini-batch's global counts (summed over ranks): summing the ranks' gradients of losses normalised
+        # by them gives exactly the single-process gradient
+        n_tok, n_seq = par.all_sum([float(mask_mb.sum()), float((mask_mb.sum(1) > 0).sum())])
         self.optimizer.zero_grad(set_to_none=True)
         step_loss = {"policy": 0.0, "kl": 0.0, "entropy": 0.0}
-        # Data parallel (torchrun): every rank holds the whole batch and takes every world-th row of the
-        # mini-batch; the loss is already normalised by the mini-batch's global counts above, so summing
-        # gradients over ranks gives exactly the single-process gradient.
-        rank, world = _dist_rank_world()
-        local_rows = rows[rank::world] if world > 1 else rows
+        local_rows = rows[par.rank :: par.world] if par.splits_rows else rows
         micro = pack_micro_batches(batch.lengths, local_rows, cfg.micro_batch_tokens) if len(local_rows) else []
-        for mb in micro:
+        n_micro = par.all_max(len(micro))  # collectives match: every rank runs as many backward passes
+        for i in range(len(micro), n_micro):  # this rank has fewer rows: empty passes that add nothing
+            with par.gradient_sync(i == n_micro - 1):
+                logits = par.module(input_ids=batch.token_ids[:1, :2], use_cache=False).logits  # [1, 2, V]
+                (logits.sum() * 0.0).backward()
+        for i, mb in enumerate(micro):
             width = int(batch.lengths[mb].max())
             ids = batch.token_ids[mb, :width]  # [b, T]
             mask = batch.loss_mask[mb, :width]  # [b, T]
@@ -219,8 +239,8 @@ class Learner:
                 if self.perturbation.num_layers
                 else nullcontext()
             )
-            with ctx:
-                logits = self.model(input_ids=ids, use_cache=False).logits  # [b, T, V]
+            with ctx, par.gradient_sync(i == len(micro) - 1):
+                logits = par.module(input_ids=ids, use_cache=False).logits  # [b, T, V]
                 logp, ent = token_logprobs(logits, ids, temperature=batch.temperature, top_p=batch.top_p,
                                            top_k=batch.top_k, chunk_tokens=cfg.logprob_chunk_tokens)
                 # With top-k/top-p a token can lie outside the learner's set (log pi = -inf): outside the loss
@@ -269,14 +289,14 @@ class Learner:
         reg = 0.0
         if self.perturbation.num_layers and (cfg.sigma_reg_alpha > 0 or cfg.sigma_reg_beta > 0):
             r = self.perturbation.regulariser(cfg.sigma_reg_alpha, cfg.sigma_reg_beta)
-            if rank == 0:  # added once, not once per rank
+            if par.rank == 0:  # added once, not once per rank
                 r.backward()
             reg = float(r.detach())
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        if world > 1:
-            _all_reduce_grads(params)
+        groups = self.optimizer.param_groups
+        policy, others = list(groups[0]["params"]), [p for g in groups[1:] for p in g["params"]]
+        par.reduce_grads(policy, others)
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        grad_norm = par.clip_grad_norm([*policy, *others], max_norm)
         lr = self.policy_lr(self.step)
         self.optimizer.param_groups[0]["lr"] = lr  # the policy group; sigma keeps its own constant lr
         sums.sums["lr"] = lr
@@ -413,22 +433,3 @@ def _noise_probe_metrics(sums: _Sums) -> dict[str, float]:
         seq = torch.cat(sums.values[f"{name}_seq_log_r"]).double()
         out[f"{name}/seq_log_ratio_std"] = float(seq.std()) if seq.numel() > 1 else 0.0
     return out
-
-
-def _dist_rank_world() -> tuple[int, int]:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_reduce_grads(params: list[nn.Parameter]) -> None:
-    """Sum gradients over ranks in one flat buffer (a rank with no rows contributes zeros)."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    torch.distributed.all_reduce(flat)
-    offset = 0
-    for p, g in zip(params, grads, strict=True):
-        n = g.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone()
-        offset += n

@@ -231,18 +231,24 @@ def score(
     *,
     micro_batch_tokens: int = 8192,
     chunk_tokens: int = 0,
+    forwards: int | None = None,
 ) -> torch.Tensor:
     """log p(token | prefix) [B, T] of every token of `batch` under its sampling settings; no grad.
 
     The model is called as it is (no perturbation is installed here, and its train/eval mode is the
     caller's). Rows are packed into micro-batches of at most `micro_batch_tokens` padded tokens
     (`pack_micro_batches`; 1 scores every sequence alone); entries beyond a row's length are 0.
+    `forwards`: run this many forward passes at least (empty ones after the real ones), for a sharded model
+    whose forward is a collective that every rank must call as often (alp.distributed).
     """
     assert batch.lengths is not None
     device = next(model.parameters()).device
     out = torch.zeros(batch.token_ids.shape, dtype=torch.float32)  # [B, T]
     rows = torch.arange(len(batch))
-    for mb in pack_micro_batches(batch.lengths, rows, micro_batch_tokens):
+    micro = pack_micro_batches(batch.lengths, rows, micro_batch_tokens)
+    for _ in range(len(micro), forwards or 0):
+        model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device), use_cache=False)
+    for mb in micro:
         width = int(batch.lengths[mb].max())
         ids = batch.token_ids[mb, :width].to(device)  # [b, T]
         logits = model(input_ids=ids, use_cache=False).logits  # [b, T, V]

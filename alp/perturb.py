@@ -10,10 +10,11 @@ Design:
 - Noise scale `absolute` (the paper: eps ~ N(0, I)) or `relative` (ours: eps scaled per token by the
   detached RMS of that token's hidden state, so sigma is a noise-to-signal ratio; useful for tiny models
   whose embedding RMS is ~0.05 against ~1 deeper in).
-- Noise is keyed: one torch.Generator per (seed, step, micro_batch, sequence_id, layer, rank), a
-  splitmix64 hash of the tuple, drawn for that sequence's own length. So it is reproducible, the same on
-  activation-checkpoint recompute, and does not depend on how sequences are packed into micro-batches
-  when the caller passes stable `sequence_ids` (the learner does, with micro_batch=0).
+- Noise is keyed: one torch.Generator per (seed, step, micro_batch, sequence_id, layer), a splitmix64
+  hash of the tuple, drawn for that sequence's own length. So it is reproducible, the same on
+  activation-checkpoint recompute, and does not depend on how sequences are packed into micro-batches or
+  spread over ranks when the caller passes stable, batch-unique `sequence_ids` (the learner does, with
+  micro_batch=0).
 - Cheap and fused: the add is a custom autograd function: one normal_ draw per row from a keyed
   generator, one fused addcmul (h + scale * eps), nothing of size [b, T, H] saved for backward (the
   output replaces h as what the layer norm saves), and eps regenerated from the same keys in backward
@@ -57,10 +58,13 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def noise_key(seed: int, step: int, micro_batch: int, sequence_id: int, layer: int, rank: int) -> int:
-    """Generator seed for one (seed, step, micro_batch, sequence, layer, rank): a 63-bit splitmix64 hash."""
+def noise_key(*parts: int) -> int:
+    """Generator seed from integers, e.g. (seed, step, micro_batch, sequence, layer): a 63-bit splitmix64 hash.
+
+    The noise of a sequence is keyed by its id, never by the rank that scores it, so an update does not depend
+    on how sequences are spread over ranks (sequence ids must be unique across the whole batch)."""
     h = 0
-    for v in (seed, step, micro_batch, sequence_id, layer, rank):
+    for v in parts:
         h = _splitmix64(h ^ (int(v) & _MASK64))
     return h >> 1
 
@@ -205,7 +209,6 @@ class LayerPerturbation(nn.Module):
         noise_scale: str = "absolute",
         seed: int = 0,
         layers_path: str | None = None,
-        rank: int | None = None,
     ) -> None:
         super().__init__()
         if noise_scale not in ("absolute", "relative"):
@@ -217,7 +220,6 @@ class LayerPerturbation(nn.Module):
         self.mode = layers if isinstance(layers, str) else "indices"
         self.noise_scale = noise_scale
         self.seed = int(seed)
-        self._rank = rank
         self._model = [model]  # a list keeps the model out of this module's children and state_dict
         if self.mode == "logits":
             head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -254,12 +256,6 @@ class LayerPerturbation(nn.Module):
         """sum_l alpha sigma_l^2 - beta log sigma_l^2 (minimum at sigma^2 = beta / alpha)."""
         return (alpha * torch.exp(2 * self.log_sigma) - beta * 2 * self.log_sigma).sum()
 
-    def _rank_id(self) -> int:
-        if self._rank is not None:
-            return self._rank
-        dist = torch.distributed
-        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
     @property
     def is_active(self) -> bool:
         return bool(self._handles)
@@ -275,14 +271,13 @@ class LayerPerturbation(nn.Module):
     ) -> Iterator[LayerPerturbation]:
         """Install the noise hooks for one update forward (and its backward); remove them on exit.
 
-        Noise of row i at layer l is keyed by (seed, step, micro_batch, sequence_ids[i], l, rank) and drawn
+        Noise of row i at layer l is keyed by (seed, step, micro_batch, sequence_ids[i], l) and drawn
         for lengths[i] positions (padding gets none). sequence_ids default to row indices.
         """
         if self._handles:
             raise RuntimeError("LayerPerturbation.active() is already entered; contexts do not nest")
         seq_ids = None if sequence_ids is None else [int(s) for s in torch.as_tensor(sequence_ids).tolist()]
         lens = None if lengths is None else [int(n) for n in torch.as_tensor(lengths).tolist()]
-        rank = self._rank_id()
         relative = self.noise_scale == "relative"
 
         def make_hook(slot: int, layer: int):
@@ -294,7 +289,7 @@ class LayerPerturbation(nn.Module):
                 b = h.shape[0]
                 ids = seq_ids if seq_ids is not None and len(seq_ids) == b else list(range(b))
                 row_lens = lens if lens is not None and len(lens) == b else None
-                keys = [noise_key(self.seed, step, micro_batch, s, layer, rank) for s in ids]
+                keys = [noise_key(self.seed, step, micro_batch, s, layer) for s in ids]
                 h = _AddNoise.apply(h, self.sigma[slot], keys, row_lens, relative)
                 if rest is None:
                     kwargs = {**kwargs, "hidden_states": h}
