@@ -257,7 +257,7 @@ class TrainConfig:
                               f"eval.temperature={self.eval.temperature} >= 0 and eval.every={self.eval.every} >= 0")
 
     def _check_backend(self) -> None:
-        backend, rollout, lora = self.backend, self.rollout, self.model.lora
+        backend, rollout, lora, learner = self.backend, self.rollout, self.model.lora, self.learner.build()
         if backend.kind == "openai" and not backend.urls:
             raise ConfigError("backend.kind=openai needs backend.urls (the /v1/completions servers)")
         if backend.kind == "vllm" and importlib.util.find_spec("vllm") is None:
@@ -279,6 +279,9 @@ class TrainConfig:
         if lora.r < 0 or (lora.r > 0 and importlib.util.find_spec("peft") is None):
             raise ConfigError(f"model.lora.r={lora.r}: must be >= 0 (0: no LoRA), and LoRA needs the peft package "
                               "(pip install peft)")
+        if lora.r > 0 and learner.strategy == "fsdp2":
+            raise ConfigError("model.lora with learner.strategy=fsdp2 is not supported: the adapters are small, so "
+                              "train them with learner.strategy=ddp (or replicate)")
         if backend.bucket_mb < 1:
             raise ConfigError(f"backend.bucket_mb={backend.bucket_mb} must be >= 1")
 

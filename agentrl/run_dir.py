@@ -223,30 +223,45 @@ def write_trajectories(run_dir: Path, step: int, trajectories: list[Trajectory],
 # ---------------------------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------------------------
-def save_final(model: Any, tokenizer: Any, folder: Path) -> None:
+def save_final(model: Any, tokenizer: Any, folder: Path, state_dict: dict[str, Any] | None = None) -> None:
     """The trained model as an ordinary HF folder (``from_pretrained`` loads it); LoRA adapters are merged into
-    the base weights first (this consumes the adapter wrapper: call it last) and also kept in folder/adapter."""
+    the base weights first (this consumes the adapter wrapper: call it last) and also kept in folder/adapter.
+    ``state_dict``: the whole tensors to write (a sharded model's, gathered)."""
     if hasattr(model, "peft_config"):
         model.save_pretrained(Path(folder) / "adapter")
-        model = model.merge_and_unload()
-    model.save_pretrained(folder)
+        model, state_dict = model.merge_and_unload(), None
+    model.save_pretrained(folder, state_dict=state_dict)
     tokenizer.save_pretrained(folder)
 
 
 def save_checkpoint(run_dir: Path, step: int, model: Any, tokenizer: Any, state: dict[str, Any], *,
-                    keep_last: int) -> Path:
+                    keep_last: int, sharded: dict[str, Any] | None = None, lead: bool = True) -> Path:
     """checkpoints/step_NNNNNN/{model/, state.pt}: written under a temporary name, then renamed, so a
-    checkpoint folder exists only once complete; keeps the last ``keep_last``."""
+    checkpoint folder exists only once complete; keeps the last ``keep_last``.
+
+    ``sharded`` (a sharded learner's state, each rank's shards): every rank calls this, the shards go to
+    ``learner/`` with torch.distributed.checkpoint (each rank writes its own), and only the ``lead`` rank writes
+    state.pt and renames; there is no ``model/`` (``final/`` holds the whole model at the end)."""
     import torch
 
     root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp-step_{step:06d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    model.save_pretrained(tmp / "model")
-    tokenizer.save_pretrained(tmp / "model")
+    if lead:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    if sharded is not None:
+        import torch.distributed as dist
+        import torch.distributed.checkpoint as dcp
+
+        dist.barrier()  # the lead made the folder
+        dcp.save(sharded, checkpoint_id=tmp / "learner")  # collective: returns once every rank's shards are written
+    if not lead:
+        return final
+    if sharded is None:
+        model.save_pretrained(tmp / "model")
+        tokenizer.save_pretrained(tmp / "model")
     torch.save(state, tmp / "state.pt")
     if final.exists():
         shutil.rmtree(final)
@@ -254,6 +269,15 @@ def save_checkpoint(run_dir: Path, step: int, model: Any, tokenizer: Any, state:
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def load_sharded(path: Path, template: dict[str, Any]) -> dict[str, Any]:
+    """A sharded learner state saved by save_checkpoint, read into ``template`` (the learner's current
+    state_dict, which says each rank's shards); a collective. Resuming on the same world size is exact."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.load(template, checkpoint_id=Path(path) / "learner")
+    return template
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -112,19 +112,21 @@ class SandboxWatch:
 
     After each step's rollouts: if at least ``DEFAULT_OUTAGE_SHARE`` of the episodes ended with stop reason
     ``tool_error`` and the sandbox's ``/health`` does not answer, it warns, pauses (polling /health with a
-    doubling backoff) and returns True once the sandbox is back, so the caller redoes the step instead of
-    training on (or counting) the lost one. Past ``timeout_s`` it raises :class:`SandboxOutage`.
+    doubling backoff) and answers "redo" once the sandbox is back, so the caller redoes the step instead of
+    training on (or counting) the lost one; past ``timeout_s`` it answers "down" (``error`` says why).
     """
 
     def __init__(self, url: str, timeout_s: float) -> None:
         self.url, self.timeout_s = url, timeout_s
+        self.error = ""
 
-    async def lost_to_outage(self, stop_reasons: list[str], step: int) -> bool:
+    async def check(self, stop_reasons: list[str], step: int) -> str:
+        """"ok", "redo" (the sandbox was down and is back) or "down" (it did not come back in time)."""
         failed = sum(r == "tool_error" for r in stop_reasons)
         if not stop_reasons or failed < DEFAULT_OUTAGE_SHARE * len(stop_reasons):
-            return False
+            return "ok"
         if await asyncio.to_thread(_healthy, self.url):
-            return False  # the sandbox answers: the tool errors are the episodes' own
+            return "ok"  # the sandbox answers: the tool errors are the episodes' own
         log.warning("step %d: %d of %d episodes failed on tool errors and the sandbox at %s does not answer "
                     "/health; pausing rollouts until it does (up to %.0f s; sandbox.outage_timeout_s)", step,
                     failed, len(stop_reasons), self.url, self.timeout_s)
@@ -132,14 +134,15 @@ class SandboxWatch:
         wait, longest = DEFAULT_HEALTH_BACKOFF_S
         while not await asyncio.to_thread(_healthy, self.url):
             if time.monotonic() - started >= self.timeout_s:
-                raise SandboxOutage(f"the sandbox at {self.url} did not answer /health for {self.timeout_s:.0f} s "
-                                    "(sandbox.outage_timeout_s); the last completed step is checkpointed: restart "
-                                    "the sandbox and continue with --resume")
+                self.error = (f"the sandbox at {self.url} did not answer /health for {self.timeout_s:.0f} s "
+                              "(sandbox.outage_timeout_s); the last completed step is checkpointed: restart the "
+                              "sandbox and continue with --resume")
+                return "down"
             await asyncio.sleep(min(wait, max(self.timeout_s - (time.monotonic() - started), 0.0)))
             wait = min(2 * wait, longest)
         log.warning("the sandbox at %s is back after %.0f s; redoing step %d (the lost episodes are not counted)",
                     self.url, time.monotonic() - started, step)
-        return True
+        return "redo"
 
 
 def make_env_factory(env_id: str, kwargs: dict[str, Any] | None = None) -> EnvFactory:
@@ -208,26 +211,39 @@ class WeightPublisher:
     - vllm: the named tensors, streamed to the engine in buckets (a LoRA adapter: saved, then loaded);
     - openai: saved with ``save_pretrained`` to ``weights_dir`` (the adapter alone with LoRA), which every
       server reloads.
+
+    A sharded learner's tensors are gathered whole on the way (every rank takes part). When every rank of a
+    job has its own backend (``ranks.every_rank``), each rank sends to its own engine, and for servers, which
+    the ranks share, the lead rank makes them load the weights and the others adopt the new version.
     """
 
-    def __init__(self, kind: str, model: Any, backend: Any, weights_dir: Path) -> None:
-        self.kind, self.model, self.backend, self.weights_dir = kind, model, backend, Path(weights_dir)
+    def __init__(self, kind: str, model: Any, backend: Any, weights_dir: Path, ranks: Any) -> None:
+        self.kind, self.model, self.backend, self.weights_dir, self.ranks = kind, model, backend, Path(weights_dir), ranks
         self.lora = hasattr(model, "peft_config")
 
     async def publish(self) -> int:
         """Send the current weights; returns the backend's new version."""
+        from alp.distributed import full_named_tensors, full_state_dict
+
         if self.kind == "hf":
-            state = self.model.state_dict()
+            state = full_state_dict(self.model)
             if self.lora:
                 state = {k: v for k, v in state.items() if "lora_" in k}
             return await self.backend.aupdate_weights(state)
         if self.kind == "vllm" and not self.lora:
-            return await self.backend.aupdate_weights(_hf_named_tensors(self.model))
+            return await self.backend.aupdate_weights(full_named_tensors(self.model))
         folder = self.weights_dir / (f"adapter-v{self.backend.version + 1}" if self.lora else "policy")
-        await asyncio.to_thread(self.model.save_pretrained, folder)
-        return await self.backend.aupdate_weights(folder)
+        state = None if self.lora else full_state_dict(self.model)  # peft saves the adapters on its own
+        if self.ranks.lead:
+            await asyncio.to_thread(self.model.save_pretrained, folder, state_dict=state)
+        if self.kind == "openai" and not self.ranks.lead:
+            self.ranks.barrier()  # the lead has reloaded the shared servers
+            return self.backend.adopt_update(folder)
+        if self.kind != "openai":
+            self.ranks.barrier()  # the folder is written: every rank's engine loads it
+        version = await self.backend.aupdate_weights(folder)
+        if self.kind == "openai":
+            self.ranks.barrier()
+        return version
 
 
-def _hf_named_tensors(model: Any) -> Iterator[tuple[str, Any]]:
-    """The model's tensors under their Hugging Face checkpoint names, lazily (no second copy)."""
-    yield from model.state_dict().items()

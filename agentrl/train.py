@@ -47,11 +47,13 @@ from agentrl.config import (
 from agentrl.eval import accuracy_gain, evaluate, evaluate_by_task
 from agentrl.inference.base import Backend
 from agentrl.inference.hf import HFBackend
+from agentrl.ranks import Ranks, broadcast
 from agentrl.rollout import RolloutManager, Trajectory, to_train_batch
 from agentrl.rollout.pipeline import RolloutPipeline
 from agentrl.run_dir import (
     MetricsLog,
     latest_checkpoint,
+    load_sharded,
     load_state,
     new_run_dir,
     plot_metrics,
@@ -74,8 +76,8 @@ from agentrl.runtime import (
     sandbox_for,
 )
 from agentrl.sft import warm_up
+from alp.distributed import full_state_dict
 from alp.learner import Learner
-from alp.logprobs import score
 
 log = logging.getLogger("agentrl.train")
 
@@ -153,28 +155,43 @@ def task_seeds(config: TrainConfig, step: int) -> list[int]:
     return [rng.randrange(2**31) for _ in range(config.run.tasks_per_step)]
 
 
-def build_learner(config: TrainConfig, model: torch.nn.Module, state: dict[str, Any] | None) -> Learner:
-    """The learner over ``model`` (with LoRA adapters when model.lora.r > 0), restored from a checkpoint's state
-    when given. A frozen copy of the starting policy is the reference only when a KL-to-reference term is on
-    (kl_coef > 0)."""
+def build_learner(config: TrainConfig, model: torch.nn.Module, checkpoint: Path | None,
+                  state: dict[str, Any] | None) -> Learner:
+    """The learner over ``model`` (already wrapped with LoRA adapters when model.lora.r > 0; sharded here with
+    learner.strategy=fsdp2), restored from a checkpoint when given. A frozen copy of the starting policy is the
+    reference only when a KL-to-reference term is on (kl_coef > 0)."""
     learner_cfg = config.learner.build()
-    if config.model.lora.r > 0:
-        model = apply_lora(model, config.model.lora)
     ref_model = copy.deepcopy(model).eval().requires_grad_(False) if learner_cfg.kl_coef > 0 else None
     learner = Learner(model, learner_cfg, ref_model=ref_model, device=config.model.device)
-    if state is not None:
+    if checkpoint is not None and learner.parallel.sharded:
+        learner.load_state_dict(load_sharded(checkpoint, learner.state_dict()))
+    elif state is not None:
         learner.load_state_dict(state["learner"])
     return learner
 
 
-def attach_learner_ratios(model: torch.nn.Module, trajectories: list[Trajectory]) -> None:
+def start_folder(config: TrainConfig, run_dir: Path, checkpoint: Path | None) -> str:
+    """The HF folder holding the weights a run starts from (a resume: loads, or an engine's first weights):
+    the checkpoint's model when it has one (not with LoRA adapters or a sharded learner), else RUN_DIR/sft
+    after a warm-up, else the model's own folder."""
+    if checkpoint is not None and (checkpoint / "model").is_dir() and config.model.lora.r == 0:
+        return str(checkpoint / "model")
+    if (run_dir / "sft").is_dir():
+        return str(run_dir / "sft")
+    mc = config.model
+    return model_folder(mc.path, preset=mc.preset, seed=config.run.seed)
+
+
+def attach_learner_ratios(learner: Learner, trajectories: list[Trajectory], ranks: Ranks) -> None:
     """Per-token pi_theta / mu (before this step's update, unperturbed) in ``info["learner_ratio"]`` (1.0 off
-    the loss mask), so the run viewer can show it beside the logprob."""
+    the loss mask), so the run viewer can show it beside the logprob. A sharded learner's forward is a
+    collective: every rank scores its own trajectories, or none does."""
     batch = to_train_batch(trajectories)
-    if batch is None:
+    everyone = all(ranks.gather(batch is not None)) if learner.parallel.sharded else batch is not None
+    if batch is None or not everyone:
         return
-    model.eval()
-    logp = score(model, batch)  # [B, T]
+    learner.model.eval()
+    logp = learner.logprobs(batch)  # [B, T]
     ratio = torch.exp(logp - batch.behavior_logprobs) * batch.loss_mask + (1 - batch.loss_mask)  # [B, T]
     for t, row, n in zip([t for t in trajectories if t.trainable], ratio.tolist(), batch.lengths.tolist(),
                          strict=True):
@@ -232,45 +249,47 @@ async def warm_up_stage(config: TrainConfig, model: torch.nn.Module, tokenizer: 
     return int(warm["steps"])
 
 
-async def start_backend(config: TrainConfig, model: torch.nn.Module, tokenizer: Any, run_dir: Path,
-                        checkpoint: Path | None, start_step: int, *, sft: bool) -> tuple[Backend, WeightPublisher]:
-    """The rollout backend at policy version ``start_step`` and how new weights reach it.
+def start_backend(config: TrainConfig, model: torch.nn.Module, tokenizer: Any, run_dir: Path,
+                  checkpoint: Path | None, start_step: int, ranks: Ranks) -> tuple[Backend, WeightPublisher, bool]:
+    """The rollout backend, its weight publisher, and whether it must catch up with the learner (one publish
+    before the first step, from version start_step - 1). Call it before the learner shards the model: the HF
+    backend copies the whole model.
 
-    An engine starts from the weights the learner holds: the checkpoint's model folder on resume, RUN_DIR/sft
-    after a warm-up, else the model's own folder. Servers (openai) hold whatever they were started with, and an
-    engine's start folder cannot hold LoRA adapters, so those are brought to the learner's weights first
-    (one publish, from version start_step - 1).
+    An engine starts from ``start_folder``. Servers (openai) hold whatever they were started with, and an
+    engine cannot start from LoRA adapters or a sharded learner's checkpoint, so those catch up.
     """
-    mc = config.model
-    lora = mc.lora.r > 0
-    if checkpoint is not None and not lora:
-        start_folder = str(checkpoint / "model")
-    elif sft:
-        start_folder = str(run_dir / "sft")
-    else:
-        start_folder = model_folder(mc.path, preset=mc.preset, seed=config.run.seed)
-    catch_up = config.backend.kind == "openai" or (config.backend.kind == "vllm" and lora and checkpoint is not None)
-    backend = make_backend(config, model, tokenizer, start_folder=start_folder,
+    catch_up = config.backend.kind == "openai" or (
+        checkpoint is not None and not (checkpoint / "model").is_dir() or
+        checkpoint is not None and config.model.lora.r > 0)
+    backend = make_backend(config, model, tokenizer, start_folder=start_folder(config, run_dir, checkpoint),
                            initial_version=start_step - int(catch_up))
-    weights = WeightPublisher(config.backend.kind, model, backend, Path(config.backend.weights_dir or run_dir / "policy"))
-    if catch_up:
-        await weights.publish()
-    return backend, weights
+    weights = WeightPublisher(config.backend.kind, model, backend,
+                              Path(config.backend.weights_dir or run_dir / "policy"), ranks)
+    return backend, weights, catch_up
 
 
 class Checkpoints:
-    """Saves the run's state at a step (once per step); what ``--resume`` continues from."""
+    """Saves the run's state at a step (once per step); what ``--resume`` continues from. Every rank calls
+    ``save`` (a sharded learner writes its shards from every rank); the lead writes the rest."""
 
     def __init__(self, run_dir: Path, config: TrainConfig, model: torch.nn.Module, tokenizer: Any,
-                 learner: Learner, start_step: int) -> None:
-        self.run_dir, self.config, self.model, self.tokenizer, self.learner = run_dir, config, model, tokenizer, learner
+                 learner: Learner, start_step: int, ranks: Ranks) -> None:
+        self.run_dir, self.config, self.model, self.tokenizer = run_dir, config, model, tokenizer
+        self.learner, self.ranks = learner, ranks
         self.last_saved = start_step - 1
 
     def save(self, step: int) -> None:
         if step < 0 or step == self.last_saved:
             return
-        state = {"step": step, "learner": self.learner.state_dict(), "torch_rng": torch.get_rng_state()}
-        save_checkpoint(self.run_dir, step, self.model, self.tokenizer, state, keep_last=self.config.run.keep_last)
+        sharded = self.learner.state_dict() if self.learner.parallel.sharded else None
+        if sharded is None and not self.ranks.lead:
+            self.last_saved = step  # replicas are the same: the lead's copy is the checkpoint
+            return
+        state = {"step": step, "torch_rng": torch.get_rng_state()}
+        if sharded is None:
+            state["learner"] = self.learner.state_dict()
+        save_checkpoint(self.run_dir, step, self.model, self.tokenizer, state, keep_last=self.config.run.keep_last,
+                        sharded=sharded, lead=self.ranks.lead)
         self.last_saved = step
 
 
@@ -316,20 +335,6 @@ def progress_postfix(metrics: dict[str, float]) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------------
 # Data-parallel learner (torchrun): rank 0 runs rollouts, eval and logging; every rank updates
 # ---------------------------------------------------------------------------------------------------
-def init_distributed(device: str) -> tuple[int, int]:
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def broadcast(obj: Any = None) -> Any:
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def share_start(learner: Learner, checkpoint: Path | None) -> None:
     """Rank 0's side of the start: followers load the same checkpoint, then take rank 0's weights and sigma
     (after its SFT warm-up)."""
@@ -339,11 +344,14 @@ def share_start(learner: Learner, checkpoint: Path | None) -> None:
 
 
 def follow(config: TrainConfig) -> dict[str, Any]:
-    """Ranks > 0: same model and learner, batches from rank 0, the all-reduced update, nothing else."""
+    """Ranks > 0 with learner.strategy=replicate: same model and learner, batches from rank 0, the all-reduced
+    update, nothing else."""
     mc = config.model
     model, _ = load_model(mc.path, preset=mc.preset, seed=config.run.seed, dtype=mc.dtype, device=mc.device)
     checkpoint = broadcast()
-    learner = build_learner(config, model, load_state(Path(checkpoint)) if checkpoint is not None else None)
+    if config.model.lora.r > 0:
+        model = apply_lora(model, config.model.lora)
+    learner = build_learner(config, model, None, load_state(Path(checkpoint)) if checkpoint is not None else None)
     for tensor in [*learner.model.state_dict().values(), *learner.perturbation.state_dict().values()]:
         dist.broadcast(tensor.data, src=0)
     while (message := broadcast()) != "stop":
@@ -357,13 +365,17 @@ def follow(config: TrainConfig) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------
 async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
-    rank, world = init_distributed(config.model.device)
-    if rank > 0:
-        return follow(config)  # {} on followers: rank 0 reports
+    ranks = Ranks.join(config.model.device, config.learner.build().strategy)
+    if not ranks.lead:
+        logging.getLogger("agentrl").setLevel(logging.WARNING)  # rank 0 reports
+    if not ranks.lead and not ranks.every_rank:
+        return follow(config)  # {} on followers
     train_env = make_env_factory(config.env.id, config.env.kwargs)  # a bad env fails before anything loads
     eval_env = make_env_factory(config.env.id, {**config.env.kwargs, **config.env.eval_kwargs})
-    run_dir = run_dir or new_run_dir(config.run.output_dir, config.run.name)
-    dump_config(config, run_dir / "config.yaml")
+    run_dir = Path(ranks.share(str(run_dir or new_run_dir(config.run.output_dir, config.run.name))
+                               if ranks.lead else None))
+    if ranks.lead:
+        dump_config(config, run_dir / "config.yaml")
     checkpoint = latest_checkpoint(run_dir) if resume else None
     state = load_state(checkpoint) if checkpoint is not None else None
     start_step = int(state["step"]) + 1 if state is not None else 0
@@ -376,85 +388,103 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
     seed_everything(config.run.seed)
 
     mc = config.model
-    model, tokenizer = load_model(mc.path, preset=mc.preset, seed=config.run.seed, dtype=mc.dtype, device=mc.device)
-    tokenizer.save_pretrained(run_dir / "tokenizer")
-    log.info("run dir %s | model %s (%s parameters) | learner preset %s", run_dir, mc.path or f"tiny:{mc.preset}",
-             f"{sum(p.numel() for p in model.parameters()):,}", config.learner.preset)
+    model, tokenizer = load_model(start_folder(config, run_dir, checkpoint) if resume else mc.path, preset=mc.preset,
+                                  seed=config.run.seed, dtype=mc.dtype, device=mc.device)
+    if ranks.lead:
+        tokenizer.save_pretrained(run_dir / "tokenizer")
+        log.info("run dir %s | model %s (%s parameters) | learner preset %s", run_dir, mc.path or f"tiny:{mc.preset}",
+                 f"{sum(p.numel() for p in model.parameters()):,}", config.learner.preset)
     sft_steps = 0
     async with contextlib.AsyncExitStack() as stack:  # the one shutdown path: closed in reverse order
-        sandbox_url = stack.enter_context(sandbox_for(config.sandbox.url, token=config.sandbox.token))
+        lead_url = stack.enter_context(sandbox_for(config.sandbox.url, token=config.sandbox.token)) \
+            if ranks.lead else None
+        sandbox_url = ranks.share(lead_url)  # every rank uses the lead's sandbox (or sandbox.url)
+        if not ranks.lead:
+            stack.enter_context(sandbox_for(sandbox_url, token=config.sandbox.token))
         log.info("sandbox %s", sandbox_url)
         held_out = HeldOut(run_dir, config, tokenizer, eval_env, resume=resume)
         if state is None and config.sft.steps > 0:
-            sft_steps = await warm_up_stage(config, model, tokenizer, train_env, held_out, run_dir)
-        learner = build_learner(config, model, state)
-        model = learner.model  # with LoRA: the adapter-wrapped model
+            if ranks.lead:
+                sft_steps = await warm_up_stage(config, model, tokenizer, train_env, held_out, run_dir)
+            ranks.share_weights(model)
+        if config.model.lora.r > 0:
+            model = apply_lora(model, config.model.lora)
+        backend, weights, catch_up = start_backend(config, model, tokenizer, run_dir, checkpoint, start_step, ranks)
+        stack.push_async_callback(backend.aclose)
+        learner = build_learner(config, model, checkpoint, state)
         if state is not None:
             torch.set_rng_state(state["torch_rng"])
-        if world > 1:
+        if ranks.world > 1 and not ranks.every_rank:
             share_start(learner, checkpoint)
-            log.info("data-parallel learner over %d ranks", world)
-        backend, weights = await start_backend(config, model, tokenizer, run_dir, checkpoint, start_step,
-                                               sft=sft_steps > 0)
-        stack.push_async_callback(backend.aclose)
+        if catch_up:
+            await weights.publish()
+        if ranks.world > 1:
+            log.info("data-parallel learner (%s) over %d ranks%s", learner.parallel.strategy, ranks.world,
+                     ", rollouts on every rank" if ranks.every_rank else "")
         log.info("rollouts: %s backend%s", config.backend.kind,
                  f", overlapped (max staleness {config.rollout.max_staleness}"
                  f"{', partial' if config.rollout.partial else ''})" if config.run.async_ else "")
         metrics_log = MetricsLog(run_dir, resume_step=start_step - 1 if state is not None else None,
                                  tensorboard=config.run.tensorboard,
-                                 wandb_config=config.to_dict() if config.run.wandb else None)
-        stack.callback(metrics_log.close)
-        if "before" not in held_out.evals:
+                                 wandb_config=config.to_dict() if config.run.wandb else None) if ranks.lead else None
+        if metrics_log is not None:
+            stack.callback(metrics_log.close)
+        if ranks.lead and "before" not in held_out.evals:
             await held_out(backend, "before")
         await rl_loop(config, run_dir, model, tokenizer, learner, backend, weights, metrics_log, held_out,
-                      train_env, SandboxWatch(sandbox_url, config.sandbox.outage_timeout_s), start_step=start_step,
-                      world=world, started=started)
-        await held_out(backend, "after")
-    return finish(config, run_dir, model, tokenizer, held_out, sft_steps=sft_steps, started=started)
+                      train_env, SandboxWatch(sandbox_url, config.sandbox.outage_timeout_s), ranks,
+                      start_step=start_step, started=started)
+        if ranks.lead:
+            await held_out(backend, "after")
+    return finish(config, run_dir, model, tokenizer, held_out, ranks, sft_steps=sft_steps, started=started)
 
 
 async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, tokenizer: Any, learner: Learner,
-                  backend: Backend, weights: WeightPublisher, metrics_log: MetricsLog, held_out: HeldOut,
-                  train_env: EnvFactory, sandbox: SandboxWatch, *, start_step: int, world: int,
+                  backend: Backend, weights: WeightPublisher, metrics_log: MetricsLog | None, held_out: HeldOut,
+                  train_env: EnvFactory, sandbox: SandboxWatch, ranks: Ranks, *, start_step: int,
                   started: float) -> None:
     """Steps start_step .. run.steps - 1; checkpoints as configured and at the end. A step lost to a sandbox
     outage is redone once the sandbox is back (SandboxWatch). On Ctrl-C the step in flight finishes, is logged
     and checkpointed, and KeyboardInterrupt is raised; when the sandbox does not come back, the last completed
-    step is checkpointed and SandboxOutage is raised."""
-    rollouts = RolloutPipeline(RolloutManager(backend, tokenizer, train_env, config.rollout),
-                               lambda step: task_seeds(config, step), start_step=start_step,
+    step is checkpointed and SandboxOutage is raised. Every rank of an every-rank job runs this loop on its own
+    tasks; they decide together whether a step is redone or the run stops."""
+    manager = RolloutManager(backend, tokenizer, train_env, config.rollout, group_offset=ranks.rank * ranks.every_rank,
+                             group_stride=ranks.world if ranks.every_rank else 1)
+    rollouts = RolloutPipeline(manager, lambda step: ranks.tasks(task_seeds(config, step)), start_step=start_step,
                                overlap=config.run.async_, max_staleness=config.rollout.max_staleness)
-    checkpoints = Checkpoints(run_dir, config, model, tokenizer, learner, start_step)
+    checkpoints = Checkpoints(run_dir, config, model, tokenizer, learner, start_step, ranks)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentrl-learner")
-    bar = tqdm(total=config.run.steps, initial=start_step, desc="rl", disable=not config.run.progress)
-    last_logged = start_step - 1
+    bar = tqdm(total=config.run.steps, initial=start_step, desc="rl", disable=not (config.run.progress and ranks.lead))
+    last_logged, step = start_step - 1, start_step
     update: Future | None = None
     metrics: dict[str, float] = {}
-    taken = False
-    interrupted = False
-    step = start_step
+    taken = interrupted = False
     with ctrl_c_flag() as stop:
         try:
-            while step < config.run.steps and not stop.is_set():
+            while step < config.run.steps and not any(ranks.gather(stop.is_set())):
                 t0 = time.perf_counter()
                 trajectories, metrics = await rollouts.collect(step)
-                if await sandbox.lost_to_outage([t.stop_reason for t in trajectories], step):
+                outcome = ranks.gather(await sandbox.check([t.stop_reason for t in trajectories], step))
+                if "down" in outcome:
+                    raise SandboxOutage(sandbox.error or f"the sandbox at {sandbox.url} stayed down on another rank")
+                if "redo" in outcome:
                     metrics = {}
                     continue  # the same step again: the lost episodes are neither trained on nor counted
+                metrics = ranks.combine(metrics)
                 batch = to_train_batch(trajectories)
                 if config.run.log_trajectories > 0:
-                    attach_learner_ratios(model, trajectories[: config.run.log_trajectories])
-                if world > 1:
+                    attach_learner_ratios(learner, trajectories[: config.run.log_trajectories], ranks)
+                if ranks.world > 1 and not ranks.every_rank:
                     broadcast(batch)  # None: the followers skip this step too
                 if config.backend.sleep:
                     await backend.asleep()  # the engine's GPU memory goes to the learner meanwhile
                 t_update = time.perf_counter()
-                if batch is not None:  # in a worker thread, so overlapped generation goes on meanwhile
+                if all(ranks.gather(batch is not None)):  # in a thread: overlapped generation goes on meanwhile
                     update = executor.submit(learner.update, batch)
                     metrics.update(await asyncio.wrap_future(update))
                     update = None
-                else:
-                    log.warning("step %d: no trainable trajectory (all excluded); skipping the update", step)
+                else:  # every rank takes part in an update, so all skip it when one has nothing to train on
+                    log.warning("step %d: no trainable trajectory (all excluded) on a rank; skipping the update", step)
                 taken = True  # the learner took this step: it is logged even if the run is cancelled now
                 metrics["perf/learner_idle_share"] = 1.0 - (time.perf_counter() - t_update) / max(
                     time.perf_counter() - t0, 1e-9)
@@ -462,19 +492,20 @@ async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, to
                     await backend.awake_up()
                 await weights.publish()
                 await rollouts.weights_updated()
-                if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < config.run.steps:
+                if ranks.lead and config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < config.run.steps:
                     metrics.update(await held_out(backend, f"step_{step}"))
                 metrics["perf/step_s"] = time.perf_counter() - t0
                 metrics["time"] = time.perf_counter() - started
-                metrics_log.log(step, metrics)
+                if metrics_log is not None:
+                    metrics_log.log(step, metrics)
+                    write_trajectories(run_dir, step, trajectories, tokenizer, config.run.log_trajectories)
                 bar.set_postfix(progress_postfix(metrics))
                 bar.update(1)
                 last_logged, metrics, taken = step, {}, False
-                write_trajectories(run_dir, step, trajectories, tokenizer, config.run.log_trajectories)
                 if config.run.save_every and (step + 1) % config.run.save_every == 0:
                     checkpoints.save(step)
                 step += 1
-            interrupted = stop.is_set()
+            interrupted = step < config.run.steps
         except SandboxOutage:
             checkpoints.save(last_logged)
             raise
@@ -483,14 +514,14 @@ async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, to
             if update is not None:  # an update in flight finishes first: never save half a step
                 metrics.update(update.result())
                 taken = True
-            if taken:  # the learner took a step the log has not seen yet
+            if taken and metrics_log is not None:  # the learner took a step the log has not seen yet
                 metrics_log.log(last_logged + 1, metrics)
-                last_logged += 1
+            last_logged += int(taken)
         finally:
             bar.close()
             executor.shutdown(wait=True)
             await rollouts.aclose()
-            if world > 1:
+            if ranks.world > 1 and not ranks.every_rank:
                 broadcast("stop")
     if interrupted:
         checkpoints.save(last_logged)
@@ -498,11 +529,15 @@ async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, to
     checkpoints.save(config.run.steps - 1)
 
 
-def finish(config: TrainConfig, run_dir: Path, model: torch.nn.Module, tokenizer: Any, held_out: HeldOut, *,
-           sft_steps: int, started: float) -> dict[str, Any]:
+def finish(config: TrainConfig, run_dir: Path, model: torch.nn.Module, tokenizer: Any, held_out: HeldOut,
+           ranks: Ranks, *, sft_steps: int, started: float) -> dict[str, Any]:
     """Final HF checkpoint, plots, and the summary (printed and returned): held-out accuracy untrained -> after
-    SFT -> after RL, RL's gain with its 95% interval (paired over the same tasks), greedy accuracy beside it."""
-    save_final(model, tokenizer, run_dir / "final")
+    SFT -> after RL, RL's gain with its 95% interval (paired over the same tasks), greedy accuracy beside it.
+    Every rank takes part in gathering a sharded model; the lead writes and reports ({} elsewhere)."""
+    whole = full_state_dict(model)
+    if not ranks.lead:
+        return {}
+    save_final(model, tokenizer, run_dir / "final", state_dict=whole)
     plots = plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots") if (run_dir / "metrics.jsonl").exists() else []
     evals = held_out.evals
     base, before, after = evals.get("base", {}), evals.get("before", {}), evals.get("after", {})

@@ -382,7 +382,15 @@ class Learner:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Model, optimizer (both groups), perturbation (log-sigma), step and the resolved config."""
+        """Model, optimizer (both groups), perturbation (log-sigma), step and the resolved config.
+
+        A sharded learner (fsdp2) gives each rank's shards, keyed by parameter name (torch.distributed.checkpoint's
+        state-dict API; save it with ``torch.distributed.checkpoint.save``): a collective call."""
+        if self.parallel.sharded:
+            from torch.distributed.checkpoint.state_dict import get_state_dict
+
+            params, optim = get_state_dict(self._trainables, self.optimizer)
+            return {"trainables": params, "optimizer": optim, "step": self.step}
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -393,10 +401,26 @@ class Learner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what state_dict() saved (the config is informational and not applied)."""
-        self.model.load_state_dict(state["model"])
-        self.perturbation.load_state_dict(state["perturbation"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.parallel.sharded:
+            from torch.distributed.checkpoint.state_dict import set_state_dict
+
+            set_state_dict(self._trainables, self.optimizer, model_state_dict=state["trainables"],
+                           optim_state_dict=state["optimizer"])
+        else:
+            self.model.load_state_dict(state["model"])
+            self.perturbation.load_state_dict(state["perturbation"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+
+    @property
+    def _trainables(self) -> nn.Module:
+        """The model and the perturbation under one module, so every optimizer parameter has a name."""
+        return nn.ModuleDict({"model": self.model, "perturbation": self.perturbation})
+
+    def logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        """Unperturbed logprobs [B, T] of the batch's loss tokens under the current weights (0 elsewhere), no
+        grad; a collective with a sharded learner (every rank calls it, each with its own batch)."""
+        return self._score(self.model, batch)
 
 
 def _add_noise_probe(sums: _Sums, probe: dict[int, torch.Tensor], mb: torch.Tensor, logp: torch.Tensor,

@@ -177,6 +177,18 @@ class OpenAICompletionsBackend:
             self._gate.version = new_version
             return new_version
 
+    def adopt_update(self, weights: str | Path) -> int:
+        """Another client (the lead rank of a training job sharing these servers) made every server load
+        ``weights``: take the new version without loading anything (a server that missed it re-syncs from
+        ``weights`` when it is back)."""
+        with self._gate.hold("update"):
+            self._gate.version += 1
+            for server in self.servers:
+                if server.healthy:
+                    server.version = self._gate.version
+            self._latest = str(Path(weights).resolve()) if self.weight_sync != "none" else str(weights)
+            return self._gate.version
+
     async def aupdate_weights(self, weights: dict[str, Any] | str | Path) -> int:
         """:meth:`update_weights` in a thread, so requests on this loop can finish while it waits for them."""
         return await asyncio.to_thread(self.update_weights, weights)

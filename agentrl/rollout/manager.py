@@ -114,8 +114,13 @@ class RolloutManager:
     """Runs episodes of ``env_factory()`` environments with ``backend`` as the policy."""
 
     def __init__(self, backend: Backend, tokenizer: Any, env_factory: Callable[[], Any],
-                 config: RolloutConfig | None = None, *, bridge: ChatBridge | None = None) -> None:
+                 config: RolloutConfig | None = None, *, bridge: ChatBridge | None = None,
+                 group_offset: int = 0, group_stride: int = 1) -> None:
+        """``group_offset``/``group_stride``: the i-th group this manager runs gets the id offset + stride * i
+        (rank r of w ranks running every w-th task uses r and w, so group ids are the same as in one process
+        and unique across ranks)."""
         self.backend = backend
+        self.group_offset, self.group_stride = group_offset, group_stride
         self.tokenizer = tokenizer
         self.env_factory = env_factory
         self.config = config or RolloutConfig()
@@ -123,6 +128,9 @@ class RolloutManager:
         self._generating = 0  # generate calls outstanding now
         self._busy_since = 0.0
         self._busy_s = 0.0
+
+    def _group_id(self, index: int) -> int:
+        return self.group_offset + self.group_stride * index
 
     def generator_busy_s(self) -> float:
         """Seconds so far during which at least one generate call of this manager was outstanding (the
@@ -151,7 +159,7 @@ class RolloutManager:
 
         async def bounded(group: int, sample: int) -> Trajectory:
             async with semaphore:
-                return await self.run_episode(task_seeds[group], group_id=group, sample_id=sample,
+                return await self.run_episode(task_seeds[group], group_id=self._group_id(group), sample_id=sample,
                                               reset_options=reset_options, clock=clock)
 
         jobs = [bounded(g, i) for g in range(len(task_seeds)) for i in range(cfg.n_samples)]
@@ -201,7 +209,7 @@ class RolloutManager:
                         await gate(group_id)
                     await buffered.acquire()  # released when the consumer takes a group
                     await slots.acquire()  # released when a group finishes
-                    task = asyncio.create_task(group(group_id, seed))
+                    task = asyncio.create_task(group(self._group_id(group_id), seed))
                     in_flight.add(task)
                     task.add_done_callback(finished.put_nowait)
             finally:
