@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["Ranks", "broadcast", "combine_metrics", "gather", "init_distributed", "task_share"]
+__all__ = ["Ranks", "broadcast", "combine_metrics", "gather", "init_distributed", "local_device", "task_share"]
 
 # Rollout metrics that add up over ranks; perf timings and maxima take the largest rank's; the rest are means
 # over episodes, weighted by each rank's episode count.
@@ -30,10 +30,20 @@ _SUMMED = ("rollout/episodes", "rollout/excluded", "rollout/sampled_tokens", "ro
 
 
 def init_distributed(device: str) -> tuple[int, int]:
-    """(rank, world size); joins the process group torchrun describes (NCCL on CUDA, gloo otherwise)."""
+    """(rank, world size); joins the process group torchrun describes (NCCL on CUDA, gloo otherwise). On CUDA
+    each process takes the GPU of its LOCAL_RANK."""
+    if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
+        torch.cuda.set_device(local_device(device))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def local_device(device: str) -> str:
+    """``cuda`` means this process's own GPU under torchrun (cuda:LOCAL_RANK); anything else is kept."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
 
 
 def broadcast(obj: Any = None) -> Any:

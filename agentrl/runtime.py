@@ -177,6 +177,20 @@ def apply_lora(model: Any, lora: Any) -> Any:
     return get_peft_model(model, config)
 
 
+@contextlib.contextmanager
+def _only_local_gpu() -> Iterator[None]:
+    """Under torchrun on GPUs, the processes vLLM spawns for its engine see this rank's GPU alone (they take the
+    first visible device), while this process keeps all of them for NCCL. Elsewhere: nothing changes."""
+    local = os.environ.get("LOCAL_RANK")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if local is None or int(os.environ.get("LOCAL_WORLD_SIZE", "1")) <= 1:
+        yield
+        return
+    devices = visible.split(",") if visible else [str(i) for i in range(int(os.environ["LOCAL_WORLD_SIZE"]))]
+    with _exported("CUDA_VISIBLE_DEVICES", devices[int(local)]):
+        yield
+
+
 def make_backend(config: Any, model: Any, tokenizer: Any, *, start_folder: str, initial_version: int) -> Any:
     """The rollout backend ``config.backend`` names (``config`` is an agentrl.config.TrainConfig), holding the
     weights of ``model`` (in process) or of ``start_folder`` (an engine's or a server's starting point)."""
@@ -192,12 +206,13 @@ def make_backend(config: Any, model: Any, tokenizer: Any, *, start_folder: str, 
         from agentrl.inference.vllm import VLLMBackend
 
         lora = config.model.lora
-        return VLLMBackend(start_folder, dtype=b.dtype, seed=config.run.seed,
-                           gpu_memory_utilization=b.gpu_memory_utilization,
-                           max_model_len=config.rollout.max_context_tokens, enable_sleep_mode=b.sleep,
-                           enforce_eager=b.enforce_eager if b.enforce_eager is not None else not torch.cuda.is_available(),
-                           initial_version=initial_version, enable_lora=lora.r > 0, max_lora_rank=max(lora.r, 1),
-                           bucket_mb=b.bucket_mb, engine_kwargs=b.engine_kwargs)
+        eager = b.enforce_eager if b.enforce_eager is not None else not torch.cuda.is_available()
+        with _only_local_gpu():
+            return VLLMBackend(start_folder, dtype=b.dtype, seed=config.run.seed,
+                               gpu_memory_utilization=b.gpu_memory_utilization,
+                               max_model_len=config.rollout.max_context_tokens, enable_sleep_mode=b.sleep,
+                               enforce_eager=eager, initial_version=initial_version, enable_lora=lora.r > 0,
+                               max_lora_rank=max(lora.r, 1), bucket_mb=b.bucket_mb, engine_kwargs=b.engine_kwargs)
     from agentrl.inference.openai import OpenAICompletionsBackend
 
     return OpenAICompletionsBackend(b.urls, model=b.served_model, api_key=b.api_key, weight_sync=b.weight_sync,

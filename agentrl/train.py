@@ -22,6 +22,7 @@ import copy
 import json
 import logging
 import random
+import resource
 import signal
 import sys
 import time
@@ -47,7 +48,7 @@ from agentrl.config import (
 from agentrl.eval import accuracy_gain, evaluate, evaluate_by_task
 from agentrl.inference.base import Backend
 from agentrl.inference.hf import HFBackend
-from agentrl.ranks import Ranks, broadcast
+from agentrl.ranks import Ranks, broadcast, local_device
 from agentrl.rollout import RolloutManager, Trajectory, to_train_batch
 from agentrl.rollout.pipeline import RolloutPipeline
 from agentrl.run_dir import (
@@ -162,7 +163,7 @@ def build_learner(config: TrainConfig, model: torch.nn.Module, checkpoint: Path 
     reference only when a KL-to-reference term is on (kl_coef > 0)."""
     learner_cfg = config.learner.build()
     ref_model = copy.deepcopy(model).eval().requires_grad_(False) if learner_cfg.kl_coef > 0 else None
-    learner = Learner(model, learner_cfg, ref_model=ref_model, device=config.model.device)
+    learner = Learner(model, learner_cfg, ref_model=ref_model, device=local_device(config.model.device))
     if checkpoint is not None and learner.parallel.sharded:
         learner.load_state_dict(load_sharded(checkpoint, learner.state_dict()))
     elif state is not None:
@@ -347,7 +348,8 @@ def follow(config: TrainConfig) -> dict[str, Any]:
     """Ranks > 0 with learner.strategy=replicate: same model and learner, batches from rank 0, the all-reduced
     update, nothing else."""
     mc = config.model
-    model, _ = load_model(mc.path, preset=mc.preset, seed=config.run.seed, dtype=mc.dtype, device=mc.device)
+    model, _ = load_model(mc.path, preset=mc.preset, seed=config.run.seed, dtype=mc.dtype,
+                          device=local_device(mc.device))
     checkpoint = broadcast()
     if config.model.lora.r > 0:
         model = apply_lora(model, config.model.lora)
@@ -389,7 +391,7 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
 
     mc = config.model
     model, tokenizer = load_model(start_folder(config, run_dir, checkpoint) if resume else mc.path, preset=mc.preset,
-                                  seed=config.run.seed, dtype=mc.dtype, device=mc.device)
+                                  seed=config.run.seed, dtype=mc.dtype, device=local_device(mc.device))
     if ranks.lead:
         tokenizer.save_pretrained(run_dir / "tokenizer")
         log.info("run dir %s | model %s (%s parameters) | learner preset %s", run_dir, mc.path or f"tiny:{mc.preset}",
@@ -470,7 +472,8 @@ async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, to
                 if "redo" in outcome:
                     metrics = {}
                     continue  # the same step again: the lost episodes are neither trained on nor counted
-                metrics = ranks.combine(metrics)
+                metrics["perf/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+                metrics = ranks.combine(metrics)  # perf/ keys: the largest rank's
                 batch = to_train_batch(trajectories)
                 if config.run.log_trajectories > 0:
                     attach_learner_ratios(learner, trajectories[: config.run.log_trajectories], ranks)
