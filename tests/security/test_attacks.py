@@ -141,7 +141,7 @@ def test_disk_fill_tmp(sandbox: SyncSandboxClient) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/etc/shadow", "/proc/1/environ", "/root/.bashrc", str(REPO / "pyproject.toml"), str(REPO / "tools" / "server.py")],
+    ["/etc/shadow", "/proc/1/environ", "/root/.bashrc", str(REPO / "pyproject.toml"), str(REPO / "tools" / "server" / "cli.py")],
 )
 def test_reads_denied(sandbox: SyncSandboxClient, path: str) -> None:
     code = f"try:\n    print('read', len(open({path!r}, 'rb').read()))\nexcept OSError as e:\n    print('denied', e.errno)"
@@ -164,7 +164,7 @@ def test_server_environment_invisible(sandbox: SyncSandboxClient) -> None:
         os.path.join(sysconfig.get_paths()["purelib"], "agentrl_pwned.py"),
         "/dev/shm/agentrl-pwned",
         str(REPO / "tools" / "agentrl_pwned.py"),
-        str(REPO / "tools" / "server.py"),
+        str(REPO / "tools" / "server" / "cli.py"),
     ],
 )
 def test_writes_denied(sandbox: SyncSandboxClient, path: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from tools.server import parse_args
+from tools.server.cli import parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,9 +7,9 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from tools import protocol
-from tools.isolation import seccomp
-from tools.settings import Settings
+from tools.server import protocol
+from tools.server.isolation import seccomp
+from tools.server.settings import Settings
 
 
 def test_seccomp_program_jumps_stay_inside() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from tools.workers import Worker
+from tools.server.workers import Worker
 
 
 class TooManySessions(Exception):

@@ -15,11 +15,11 @@ import sys
 import time
 from typing import Any
 
-from tools import protocol
-from tools.settings import Settings
-from tools.zygote import ZygoteConfig, config_json
+from tools.server import protocol
+from tools.server.settings import Settings
+from tools.server.zygote import ZygoteConfig, config_json
 
-log = logging.getLogger("tools.workers")
+log = logging.getLogger("tools.server.workers")
 MIB = 1024 * 1024
 
 
@@ -53,7 +53,7 @@ def zygote_config(settings: Settings, worker_id: int) -> ZygoteConfig:
 
 def _child_env() -> dict[str, str]:
     """The zygote's environment: only what Python needs to find this package, never our secrets."""
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONPATH": package_root}
     return env
 
@@ -80,7 +80,7 @@ class Worker:
     async def start(self) -> dict[str, Any]:
         self.generation += 1
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tools.zygote", config_json(zygote_config(self.settings, self.index)),
+            sys.executable, "-m", "tools.server.zygote", config_json(zygote_config(self.settings, self.index)),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=_child_env(),
             limit=protocol.DEFAULT_MAX_FRAME_BYTES,
         )

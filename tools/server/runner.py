@@ -19,8 +19,8 @@ import traceback
 import types
 from dataclasses import dataclass
 
-from tools import protocol
-from tools.isolation import landlock, privileges, rlimits, seccomp
+from tools.server import protocol
+from tools.server.isolation import landlock, privileges, rlimits, seccomp
 
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_CELL_FRAME_BYTES = 64 * 1024 * 1024
@@ -87,7 +87,7 @@ def isolate(sock_fd: int, plan: ChildPlan) -> None:
     sys.path[:] = [""] + [p for p in sys.path if p and any(p.startswith(r) for r in plan.read_paths)]
     sys.argv[:] = ["-c"]
     sys.dont_write_bytecode = True
-    from tools.isolation import syscalls
+    from tools.server.isolation import syscalls
 
     syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
     if plan.landlock_ruleset is not None:

@@ -1,6 +1,6 @@
 """The warm fork-server: one per worker, with the common libraries already imported.
 
-Launched by the server as ``python -m tools.zygote CONFIG_JSON`` with a request pipe on stdin and a
+Launched by the server as ``python -m tools.server.zygote CONFIG_JSON`` with a request pipe on stdin and a
 reply pipe on stdout. The launcher enters new network/mount/pid namespaces and forks; the fork is pid 1
 of the new pid namespace and becomes the zygote (so if it dies, the kernel kills every child it left).
 The zygote imports the preload list, keeps one pre-forked, fully isolated spare child waiting (so a
@@ -32,11 +32,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tools import protocol
-from tools.isolation import landlock, namespaces, privileges, rlimits, seccomp, syscalls
-from tools.runner import ChildPlan, isolate, serve
+from tools.server import protocol
+from tools.server.isolation import landlock, namespaces, privileges, rlimits, seccomp, syscalls
+from tools.server.runner import ChildPlan, isolate, serve
 
-log = logging.getLogger("tools.zygote")
+log = logging.getLogger("tools.server.zygote")
 
 DEFAULT_DRAIN_TIMEOUT = 2.0
 """Seconds to wait for a killed request's pipes to reach EOF."""
@@ -433,7 +433,7 @@ class Zygote:
         def outside(path: str) -> bool:
             return not any(path == a or path.startswith(a.rstrip("/") + "/") for a in allowed)
 
-        project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        project = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         for path in (project, "/var", "/opt", "/srv", "/home", "/mnt"):
             mode = os.stat(path).st_mode if os.path.isdir(path) else 0
             if outside(path) and mode & stat.S_IROTH and mode & stat.S_IXOTH:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from tools.isolation import syscalls
+from tools.server.isolation import syscalls
 
 CAP_LAST_CAP_PATH = "/proc/sys/kernel/cap_last_cap"
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from tools.auth import require_token
 from tools.schema import SUPPORTED_LANGUAGES, ErrorResponse, RunCodeRequest, RunCodeResponse
-from tools.service import Overloaded, Sandbox, TooManySessions
-from tools.settings import SettingsDep
+from tools.server.auth import require_token
+from tools.server.service import Overloaded, Sandbox, TooManySessions
+from tools.server.settings import SettingsDep
 
 router = APIRouter(dependencies=[Depends(require_token)], tags=["run"])
 

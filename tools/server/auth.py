@@ -6,7 +6,7 @@ import hmac
 
 from fastapi import HTTPException, Request, status
 
-from tools.settings import SettingsDep
+from tools.server.settings import SettingsDep
 
 
 def require_token(request: Request, settings: SettingsDep) -> None:

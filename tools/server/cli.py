@@ -15,8 +15,8 @@ import sys
 
 import uvicorn
 
-from tools.app import create_app
-from tools.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, TOKEN_ENV, Settings
+from tools.server.app import create_app
+from tools.server.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, TOKEN_ENV, Settings
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:

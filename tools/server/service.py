@@ -11,14 +11,14 @@ import logging
 import time
 from typing import Any
 
-from tools.isolation import LAYERS
-from tools.metrics import Metrics
 from tools.schema import RunCodeResponse, RunResult
-from tools.sessions import Session, SessionRegistry, TooManySessions
-from tools.settings import Settings
-from tools.workers import Overloaded, Pool, Worker, WorkerFailure
+from tools.server.isolation import LAYERS
+from tools.server.metrics import Metrics
+from tools.server.sessions import Session, SessionRegistry, TooManySessions
+from tools.server.settings import Settings
+from tools.server.workers import Overloaded, Pool, Worker, WorkerFailure
 
-log = logging.getLogger("tools.service")
+log = logging.getLogger("tools.server.service")
 
 DEFAULT_REAPER_INTERVAL = 5.0
 """Seconds between sweeps for idle sessions."""
