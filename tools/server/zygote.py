@@ -1,22 +1,24 @@
-"""The warm fork-server: one per worker, with the common libraries already imported.
+"""The warm fork-server: one per worker image, with that image's libraries already imported.
 
-Launched by the server as ``python -m tools.server.zygote CONFIG_JSON`` with a request pipe on stdin and a
-reply pipe on stdout. The launcher enters new network/mount/pid namespaces and forks; the fork is pid 1
-of the new pid namespace and becomes the zygote (so if it dies, the kernel kills every child it left).
-The zygote imports the preload list, keeps one pre-forked, fully isolated spare child waiting (so a
-request costs no fork on its critical path), and answers one request at a time:
+Launched by the server as ``python -m tools.server.zygote CONFIG_JSON`` with a request pipe on stdin and
+a reply pipe on stdout. The launcher enters new network/mount/pid namespaces and forks; the fork is
+pid 1 of the new pid namespace and becomes the zygote (so if it dies, the kernel kills every child it
+left). The zygote imports its preload list, keeps one pre-forked, fully isolated spare child waiting
+(so a request costs no fork on its critical path), and answers one request at a time:
 
-    {"op": "run", "code", "stdin", "timeout", "session"?, "replay"?}  ->  result frame
+    {"op": "run", "code", "stdin", "timeout", "language", "args", "files", "fetch", "fetch_limit",
+     "memory", "session"?, "replay"?}                                 ->  result frame (see _reply)
     {"op": "close", "session"}                                         ->  {"ok": true}
 
 Every one-shot child and every session runs as its own unprivileged uid, so "kill everything this
 request started" is one atomic kill(-1) as that uid (privileges.kill_uid), whatever the code forked,
-setsid'ed or daemonised.
+setsid'ed or daemonised. Every child ends through :meth:`Zygote._teardown`.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -32,20 +34,30 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tools.server import protocol
+from tools.server import protocol, runner
 from tools.server.isolation import landlock, namespaces, privileges, rlimits, seccomp, syscalls
-from tools.server.runner import ChildPlan, isolate, serve
+from tools.server.runner import ChildPlan
 
 log = logging.getLogger("tools.server.zygote")
+
+KILL_SIGNAL = signal.SIGKILL
+"""What ends a child and everything it started (cannot be caught or ignored)."""
+CPU_LIMIT_SIGNAL = signal.SIGXCPU
+"""RLIMIT_CPU's signal: the CPU-time backstop of the wall-clock limit fired (reported as a time limit)."""
+PARENT_DEATH_SIGNAL = signal.SIGKILL
+"""Sent to the launcher when the server dies, and to the zygote when its launcher dies."""
 
 DEFAULT_DRAIN_TIMEOUT = 2.0
 """Seconds to wait for a killed request's pipes to reach EOF."""
 DEFAULT_REAP_TIMEOUT = 5.0
-"""Seconds to wait for a killed child to be reaped before giving up on it."""
+"""Seconds to wait for a killed child (and every process of its uid) to be gone before giving up on it."""
+DEFAULT_READY_TIMEOUT = 10.0
+"""Seconds a freshly forked child may take to isolate itself before it counts as failed."""
 PROBE_TIMEOUT = 10.0
 """Seconds the start-up probe child may take."""
-EXIT_POLL_INTERVAL = 0.002
-"""Seconds between reaping attempts while an answered child finishes exiting and no request waits."""
+MAX_REPLY_FRAME_BYTES = 256 * 1024 * 1024
+"""Largest reply a child may send (fetched files, base64); the server's fetch limit is far below."""
+SETUP_FAILED_EXIT = runner.EXIT_SETUP_FAILED
 
 # Thread pools of numerical libraries would count against RLIMIT_NPROC; one thread each.
 THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -63,6 +75,8 @@ class ZygoteConfig:
     max_run_timeout: float
     tmpfs_bytes: int
     output_limit_bytes: int
+    image: str = "full"
+    """Which worker image this is: "full" (every preload, sessions) or "lean" (standard library only)."""
     preload: list[str] = field(default_factory=list)
     use_namespaces: bool = True
     use_seccomp: bool = True
@@ -70,9 +84,18 @@ class ZygoteConfig:
     use_uids: bool = True
     """Run each child as its own unprivileged uid (root only); off = all children share our uid."""
 
+    @property
+    def oneshot_slot(self) -> int:
+        """Each image of a worker has its own one-shot uid; sessions take the slots after both."""
+        return 1 if self.image == "lean" else 0
+
     def uid_for(self, slot: int) -> int:
-        """Slot 0 is the one-shot uid, 1..sessions_per_worker the session uids of this worker."""
-        return self.uid_base + self.worker_id * (self.sessions_per_worker + 1) + slot
+        """Slots 0/1: the full/lean one-shot uids; SESSION_SLOT.. the session uids of this worker."""
+        return self.uid_base + self.worker_id * (self.sessions_per_worker + SESSION_SLOT) + slot
+
+
+SESSION_SLOT = 2
+"""First uid slot of a worker's sessions (0 and 1 are the one-shot uids of its two images)."""
 
 
 @dataclass
@@ -82,7 +105,9 @@ class Child:
     uid: int | None
     slot: int
     workdir: str
-    journal_len: int = 0
+    ready: bool = False
+    status: int | None = None
+    """Wait status once reaped."""
 
 
 @dataclass
@@ -90,12 +115,22 @@ class CellResult:
     rc: int | None = None
     memory: bool = False
     timed_out: bool = False
-    signal: int | None = None
+    ended: bool = False
+    """The child ended (exited or was killed) without answering; its wait status gives rc."""
+    runner_error: str | None = None
+    """The sandbox failed before the code could run (a child that did not start): not the code's fault."""
+    refused: str | None = None
+    """The child refused the request's files (a path through a link, say): the client's fault."""
     stdout: bytes = b""
     stderr: bytes = b""
     truncated: bool = False
-    crashed: bool = False
     elapsed: float = 0.0
+    files: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def child_lost(self) -> bool:
+        return self.timed_out or self.ended or self.runner_error is not None
 
 
 class Zygote:
@@ -116,6 +151,8 @@ class Zygote:
         self.interpreter_bin = os.path.dirname(sys.executable)
         self.spare: Child | None = None
         self.sessions: dict[str, Child] = {}
+        self.children: dict[int, Child] = {}
+        """Every child we forked and have not reaped yet, by pid."""
         self.counter = 0
         self.unique_uids = self.root and config.use_uids  # as root each child gets its own uid
         self.base = "/tmp" if private_tmp else tempfile.mkdtemp(prefix="agentrl-sandbox-")
@@ -127,10 +164,12 @@ class Zygote:
             # One ruleset for all children: write beneath the base, where each work dir is 0700 and owned
             # by its own uid, so the uid keeps children out of each other's dirs. Saves ~1 ms per child.
             self.landlock_ruleset = landlock.create_ruleset(self.read_paths, [self.base], self.landlock_abi)
-        self.exiting: set[int] = set()
-        """Children that answered and are exiting; reaped while we wait for the next request."""
         self.deferred: list[Callable[[], None]] = []
-        """Work done after the reply is written: reaping, removing work dirs, forking the next spare."""
+        """Work done after the reply is written: tearing the answered child down, forking the next spare."""
+        # SIGCHLD writes to this pipe, so waiting for a child is a select with a deadline, never a sleep.
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_w)
 
     # ---- children ---------------------------------------------------------------------------------
     def _plan(self, uid: int | None, workdir: str, oneshot: bool) -> ChildPlan:
@@ -165,34 +204,56 @@ class Zygote:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:  # child: never returns
-            try:
-                parent_sock.close()
-                isolate(child_sock.fileno(), plan)
-                serve(child_sock, plan)
-            except BaseException as exc:  # noqa: BLE001 - report and die; the zygote sees a crashed child
-                try:
-                    os.write(2, f"sandbox child setup failed: {exc!r}\n".encode())
-                except OSError:
-                    pass
-            os._exit(70)
+            parent_sock.close()
+            runner.start(child_sock, plan)
         child_sock.close()
-        return Child(pid=pid, sock=parent_sock, uid=uid, slot=slot, workdir=workdir)
+        parent_sock.setblocking(False)
+        child = Child(pid=pid, sock=parent_sock, uid=uid, slot=slot, workdir=workdir)
+        self.children[pid] = child
+        return child
 
     def _ensure_spare(self) -> None:
         if self.spare is None:
-            self.spare = self._fork_child(0, oneshot=True)
+            self.spare = self._fork_child(self.config.oneshot_slot, oneshot=True)
 
-    def _destroy(self, child: Child) -> None:
-        """Kill the child and everything it started, reap, remove its work dir."""
+    def _take_spare(self) -> Child:
+        self._ensure_spare()
+        child, self.spare = self.spare, None
+        assert child is not None
+        return child
+
+    def _teardown(self, child: Child) -> int | None:
+        """The one way a child ends: kill it and everything it started, reap it, remove its work dir and
+        forget it. Returns its wait status (None if it could not be reaped in time). Idempotent."""
         self._kill_tree(child)
         child.sock.close()
-        self._reap(child.pid)
+        deadline = time.monotonic() + DEFAULT_REAP_TIMEOUT
+        self._wait_until(lambda: child.status is not None, deadline)
+        if child.uid is not None and self.ns.pid:
+            # Everything of its uid is killed; wait until the last of it is reaped, so the next child of
+            # this uid never coexists with a remnant of the previous one.
+            self._wait_until(lambda: not _uid_processes(child.uid), deadline)  # type: ignore[arg-type]
+        if child.status is None:
+            log.warning("child %d of uid %s not reaped within %ss", child.pid, child.uid, DEFAULT_REAP_TIMEOUT)
         shutil.rmtree(child.workdir, ignore_errors=True)
+        if self.spare is child:
+            self.spare = None
+        for sid, held in list(self.sessions.items()):
+            if held is child:
+                del self.sessions[sid]
+        return child.status
 
     def _kill_tree(self, child: Child) -> None:
         if child.uid is not None:
-            privileges.kill_uid(child.uid, signal.SIGKILL)
+            privileges.kill_uid(child.uid, KILL_SIGNAL)
+            # Switching uids cleared our parent-death signal (prctl(2)); arm it again.
+            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL)
             return
+        if child.status is None:
+            try:
+                os.kill(child.pid, KILL_SIGNAL)
+            except ProcessLookupError:
+                pass
         # Weaker mode (one shared uid): we are a child subreaper, so everything the child started stays in
         # our process tree. Kill the descendants of ours that are not a live spare or session.
         keep = {c.pid for c in self.sessions.values() if c is not child}
@@ -204,75 +265,94 @@ class Zygote:
                 break
             for pid in victims:
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, KILL_SIGNAL)
                 except OSError:
                     pass
-            time.sleep(0.01)
+            self._wait_until(lambda: False, time.monotonic() + 0.01)
 
-    def _reap(self, pid: int) -> int | None:
-        """Wait for ``pid`` (already killed or exiting); returns its wait status."""
-        deadline = time.monotonic() + DEFAULT_REAP_TIMEOUT
-        status: int | None = None
-        while time.monotonic() < deadline:
-            try:
-                got, st = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if got == pid:
-                status = st
-                break
-            time.sleep(0.001)
-        self._reap_orphans()
-        return status
+    def _wait_until(self, done: Callable[[], bool], deadline: float) -> None:
+        """Reap what has exited until ``done()`` or the deadline; woken by SIGCHLD, never busy-waiting."""
+        while True:
+            self._reap_dead()
+            if done():
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            # SIGCHLD wakes us; the short cap covers remnants reaped elsewhere (orphans of other parents).
+            if select.select([self.wake_r], [], [], min(remaining, 0.005))[0]:
+                _drain(self.wake_r)
 
-    def _reap_orphans(self) -> None:
-        """As pid 1 we inherit every orphan; collect the dead ones (never our live spare or sessions)."""
+    def _reap_dead(self) -> None:
+        """Collect every exited child (as pid 1 we also inherit the code's orphans); a spare or session
+        child that died while idle is forgotten here (the next request forks or replays a new one)."""
         while True:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            self.exiting.discard(pid)
-            if self.spare is not None and pid == self.spare.pid:
-                self.spare.sock.close()
-                shutil.rmtree(self.spare.workdir, ignore_errors=True)
-                self.spare = None
-            for sid, child in list(self.sessions.items()):
-                if child.pid == pid:
-                    self._forget_session(sid)
-
-    def _forget_session(self, sid: str) -> None:
-        child = self.sessions.pop(sid)
-        child.sock.close()
-        shutil.rmtree(child.workdir, ignore_errors=True)
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            child.status = status
+            if child is self.spare or child in self.sessions.values():
+                self._teardown(child)
 
     # ---- one cell ------------------------------------------------------------------------------------
-    def _run_cell(self, child: Child, code: str, stdin: bytes, timeout: float, capture: bool) -> CellResult:
+    def _wait_ready(self, child: Child, deadline: float) -> str | None:
+        """None once the child said it is isolated; else why it is not (a runner failure)."""
+        if child.ready:
+            return None
+        fd = child.sock.fileno()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return f"sandbox child did not finish isolating itself within {DEFAULT_READY_TIMEOUT}s"
+            try:
+                data = child.sock.recv(runner.MAX_SETUP_ERROR_BYTES + 1)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                return f"sandbox child failed during set-up: {exc!r}"
+            if data == runner.READY:
+                child.ready = True
+                return None
+            if data.startswith(runner.SETUP_FAILED):
+                return data[1:].decode("utf-8", errors="replace")
+            return f"sandbox child failed during set-up ({data[:100]!r})"
+
+    def _run_cell(self, child: Child, cell: dict[str, Any], stdin: bytes, timeout: float, capture: bool) -> CellResult:
+        result = CellResult()
+        start = time.monotonic()
+        problem = self._wait_ready(child, start + DEFAULT_READY_TIMEOUT)
+        if problem is not None:
+            result.runner_error = problem
+            return result
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        result = CellResult()
-        start = time.monotonic()
         try:
-            protocol.send_frame(child.sock, {"code": code, "timeout": timeout}, [in_r, out_w, err_w])
-        except OSError:
-            result.crashed = True
+            protocol.send_frame(child.sock, cell, [in_r, out_w, err_w])
+        except OSError as exc:
+            result.runner_error = f"could not hand the code to the sandbox child: {exc!r}"
         finally:
             for fd in (in_r, out_w, err_w):
                 os.close(fd)
+        start = time.monotonic()
         os.set_blocking(in_w, False)
         limit = self.config.output_limit_bytes if capture else 0
         outs = {out_r: bytearray(), err_r: bytearray()}
         pending_in = memoryview(stdin)
-        if not pending_in:
+        if not pending_in or result.runner_error:
             os.close(in_w)
             in_w = -1
         deadline = start + timeout
         open_fds = {out_r, err_r}
         sock_fd = child.sock.fileno()
-        done = result.crashed
+        reader = protocol.FrameReader(MAX_REPLY_FRAME_BYTES)
+        done = result.runner_error is not None
         while not done:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -292,31 +372,61 @@ class Zygote:
                     in_w = -1
             for fd in readable:
                 if fd == sock_fd:
-                    done = True
-                    self._read_done(child, result)
+                    done = self._read_reply(child, reader, result)
                 elif not self._read_some(fd, outs[fd], limit, result):
                     open_fds.discard(fd)
         result.elapsed = time.monotonic() - start
         if in_w >= 0:
             os.close(in_w)
-        if result.timed_out or result.crashed or child.slot == 0:
+        if result.child_lost or child.slot == self.config.oneshot_slot:
+            # Nothing a one-shot request started outlives it; a lost session child goes with its leftovers.
             self._kill_tree(child)
         self._drain(open_fds, outs, limit, result)
         for fd in (out_r, err_r):
             os.close(fd)
         result.stdout, result.stderr = bytes(outs[out_r]), bytes(outs[err_r])
+        if result.ended or result.timed_out:
+            status = self._teardown(child)
+            if result.ended and status is None:
+                result.runner_error = "the sandbox child ended and could not be reaped"
+            elif result.ended and os.waitstatus_to_exitcode(status) == -CPU_LIMIT_SIGNAL:
+                result.timed_out = True
+            elif result.ended:
+                result.rc = os.waitstatus_to_exitcode(status)
         return result
 
-    def _read_done(self, child: Child, result: CellResult) -> None:
+    @staticmethod
+    def _read_reply(child: Child, reader: protocol.FrameReader, result: CellResult) -> bool:
+        """Read what the child sent; True once its reply is complete or it is gone."""
         try:
-            message, _ = protocol.recv_frame(child.sock, 4096)
-        except (OSError, protocol.ProtocolError):
-            message = None
-        if message is None or not isinstance(message.get("rc"), int):
-            result.crashed = True
-            return
+            chunk = child.sock.recv(1 << 20)
+        except BlockingIOError:
+            return False
+        except OSError:
+            chunk = b""
+        if not chunk:
+            result.ended = True  # it exited (os._exit, a signal) without answering: its status tells
+            return True
+        try:
+            message = reader.feed(chunk)
+        except protocol.ProtocolError:
+            result.ended = True  # garbage on the control socket: the code wrote to it; end it like a crash
+            return True
+        if message is None:
+            return False
+        if "refused" in message:
+            result.refused = str(message["refused"])
+            return True
+        if not isinstance(message.get("rc"), int):
+            result.ended = True
+            return True
         result.rc = int(message["rc"])
         result.memory = bool(message.get("memory"))
+        files = message.get("files")
+        if isinstance(files, dict):
+            result.files = {str(k): str(v) for k, v in files.items()}
+        result.notes = [str(n) for n in message.get("notes") or ()]
+        return True
 
     @staticmethod
     def _read_some(fd: int, buf: bytearray, limit: int, result: CellResult) -> bool:
@@ -350,77 +460,67 @@ class Zygote:
         if op == "run":
             return self._handle_run(request)
         if op == "close":
-            sid = str(request.get("session"))
-            child = self.sessions.pop(sid, None)
+            child = self.sessions.get(str(request.get("session")))
             if child is not None:
-                self._destroy(child)
+                self._teardown(child)
             return {"ok": True, "sessions": len(self.sessions)}
         return {"error": f"unknown op {op!r}"}
 
     def _handle_run(self, request: dict[str, Any]) -> dict[str, Any]:
-        code = str(request.get("code", ""))
         stdin = str(request.get("stdin") or "").encode()
         timeout = min(float(request.get("timeout", 1.0)), self.config.max_run_timeout)
+        cell = {key: request[key] for key in CELL_KEYS if key in request}
+        cell["timeout"] = timeout
         sid = request.get("session")
-        if sid is None:
-            self._ensure_spare()
-            child, self.spare = self.spare, None
-            assert child is not None
-            result = self._run_cell(child, code, stdin, timeout, capture=True)
-            child.sock.close()
-            if result.rc is None:  # it died without answering: its wait status says how
-                status = self._reap(child.pid)
-                if status is not None and os.WIFSIGNALED(status):
-                    result.signal = os.WTERMSIG(status)
-            else:  # it is exiting on its own; the idle loop reaps it without delaying this reply
-                self.exiting.add(child.pid)
-            self.deferred.append(lambda: shutil.rmtree(child.workdir, ignore_errors=True))
-            self.deferred.append(self._ensure_spare)  # the next request's child, off its critical path
-            return self._reply(result)
-        return self._handle_session_run(str(sid), code, stdin, timeout, request.get("replay") or [])
+        if sid is not None:
+            return self._handle_session_run(str(sid), cell, stdin, timeout, request.get("replay") or [])
+        child = self._take_spare()
+        result = self._run_cell(child, cell, stdin, timeout, capture=True)
+        if child.status is None:  # answered: tear it down after the reply, then fork the next spare
+            self.deferred.append(lambda: self._teardown(child))
+        self.deferred.append(self._ensure_spare)
+        return self._reply(result)
 
     def _handle_session_run(
-        self, sid: str, code: str, stdin: bytes, timeout: float, replay: list[str]
+        self, sid: str, cell: dict[str, Any], stdin: bytes, timeout: float, replay: list[dict[str, Any]]
     ) -> dict[str, Any]:
         child = self.sessions.get(sid)
         replayed = 0
         if child is None:
             used = {c.slot for c in self.sessions.values()}
-            free = [s for s in range(1, self.config.sessions_per_worker + 1) if s not in used]
+            free = [s for s in range(SESSION_SLOT, SESSION_SLOT + self.config.sessions_per_worker) if s not in used]
             if not free:
                 return {"error": "no free session slot in this worker", "session_alive": False}
             child = self._fork_child(free[0], oneshot=False)
             self.sessions[sid] = child
-            for cell in replay:
-                res = self._run_cell(child, str(cell), b"", timeout, capture=False)
-                if res.timed_out or res.crashed:
-                    self._destroy(self.sessions.pop(sid))
+            for entry in replay:
+                replay_cell = {key: entry[key] for key in CELL_KEYS if key in entry} | {"timeout": timeout}
+                res = self._run_cell(child, replay_cell, b"", timeout, capture=False)
+                if res.child_lost or res.refused:
+                    self._teardown(child)
                     return {"error": "session replay failed: a journaled cell did not finish", "session_alive": False}
                 replayed += 1
-        result = self._run_cell(child, code, stdin, timeout, capture=True)
-        alive = not (result.timed_out or result.crashed)
-        if not alive:
-            self.sessions.pop(sid, None)
-            child.sock.close()
-            status = self._reap(child.pid)
-            if status is not None and os.WIFSIGNALED(status) and result.rc is None:
-                result.signal = os.WTERMSIG(status)
-            shutil.rmtree(child.workdir, ignore_errors=True)
+        result = self._run_cell(child, cell, stdin, timeout, capture=True)
+        if result.child_lost and child.status is None:
+            self._teardown(child)
         reply = self._reply(result)
-        reply.update(session_alive=alive, replayed=replayed)
+        reply.update(session_alive=not result.child_lost, replayed=replayed)
         return reply
 
-    def _reply(self, result: CellResult) -> dict[str, Any]:
+    @staticmethod
+    def _reply(result: CellResult) -> dict[str, Any]:
         return {
             "rc": result.rc,
             "memory": result.memory,
             "timed_out": result.timed_out,
-            "signal": result.signal,
-            "crashed": result.crashed and result.rc is None,
+            "runner_error": result.runner_error,
+            "refused": result.refused,
             "stdout": result.stdout.decode("utf-8", errors="replace"),
             "stderr": result.stderr.decode("utf-8", errors="replace"),
             "truncated": result.truncated,
             "elapsed": result.elapsed,
+            "files": result.files,
+            "notes": result.notes,
         }
 
     # ---- start-up probe ------------------------------------------------------------------------------
@@ -440,17 +540,22 @@ class Zygote:
                 return path
         return ""
 
+    def languages(self) -> list[str]:
+        """The languages this image can run: pytest needs the package, bash its binary."""
+        found = ["python"]
+        if importlib.util.find_spec("pytest") is not None:
+            found.append("pytest")
+        if runner.find_program("bash") is not None:
+            found.append("bash")
+        return found
+
     def probe(self) -> dict[str, Any]:
         """Run the probe snippet in a real child and combine its findings with the zygote's own."""
-        self._ensure_spare()
-        child, self.spare = self.spare, None
-        assert child is not None
+        child = self._take_spare()
         hidden = self._landlock_probe_dir()
         code = f"HIDDEN = {hidden!r}\n" + PROBE_CODE
-        result = self._run_cell(child, code, b"", PROBE_TIMEOUT, capture=True)
-        child.sock.close()
-        self._reap(child.pid)
-        shutil.rmtree(child.workdir, ignore_errors=True)
+        result = self._run_cell(child, {"code": code, "timeout": PROBE_TIMEOUT}, b"", PROBE_TIMEOUT, capture=True)
+        self._teardown(child)
         try:
             found = json.loads(result.stdout.decode())
         except ValueError:
@@ -467,13 +572,26 @@ class Zygote:
         }
         errors = list(self.ns.errors) + list(self.mount_errors)
         if not found:
-            errors.append(f"probe child failed: rc={result.rc} stderr={result.stderr[-2000:]!r}")
+            errors.append(
+                f"probe child failed: {result.runner_error or ''} rc={result.rc} stderr={result.stderr[-2000:]!r}"
+            )
         return {
             "layers": layers,
             "landlock_abi": self.landlock_abi,
             "user_namespace": self.ns.user,
+            "languages": self.languages(),
             "errors": errors,
         }
+
+    def shutdown(self) -> None:
+        for child in [*self.sessions.values(), *([self.spare] if self.spare else [])]:
+            self._teardown(child)
+        if self.base != "/tmp":
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+CELL_KEYS = ("code", "language", "args", "files", "fetch", "fetch_limit", "memory")
+"""The parts of a run request that travel on to the child (and into a session's journal)."""
 
 
 PROBE_CODE = r"""
@@ -530,6 +648,31 @@ def _descendants(root: int, keep: set[int]) -> list[int]:
     return found
 
 
+def _uid_processes(uid: int) -> list[int]:
+    """Pids (zombies included) whose real uid is ``uid``, from our own pid namespace's /proc."""
+    prefix = f"Uid:\t{uid}\t"
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/status") as f:
+                    if any(line.startswith(prefix) for line in f):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def _drain(fd: int) -> None:
+    """Empty a non-blocking pipe."""
+    while True:
+        try:
+            if not os.read(fd, 512):
+                return
+        except BlockingIOError:
+            return
+
+
 def _preload(modules: list[str]) -> list[str]:
     failed = []
     for name in modules:
@@ -537,10 +680,19 @@ def _preload(modules: list[str]) -> list[str]:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 - a missing optional library must not stop the sandbox
             failed.append(f"{name}: {exc}")
+    if "pytest" in modules and "pytest" in sys.modules:
+        # pytest imports its built-in plugins on the first pytest.main: take them into the image too.
+        import _pytest.config
+
+        failed += _preload([f"_pytest.{plugin}" for plugin in _pytest.config.default_plugins])
     return failed
 
 
-def serve_forever(config: ZygoteConfig, req_fd: int, rep_fd: int, ns: namespaces.NamespaceReport) -> None:
+def serve_forever(
+    config: ZygoteConfig, req_fd: int, rep_fd: int, ns: namespaces.NamespaceReport, lifeline: int | None = None
+) -> None:
+    """Set the namespace up, preload, probe, then serve until the request pipe or ``lifeline`` (a pipe whose
+    writer is our launcher) reaches end of file."""
     mount_errors: list[str] = []
     private_tmp = False
     if ns.mount:
@@ -563,35 +715,24 @@ def serve_forever(config: ZygoteConfig, req_fd: int, rep_fd: int, ns: namespaces
     report = zygote.probe()
     report["preload_failed"] = failed
     report["preloaded"] = [m for m in config.preload if m in sys.modules]
+    report["image"] = config.image
     protocol.write_frame_fd(rep_fd, {"ready": True, **report})
     try:
-        _loop(zygote, req_fd, rep_fd)
+        _loop(zygote, req_fd, rep_fd, lifeline)
     finally:
-        for sid in list(zygote.sessions):
-            zygote._destroy(zygote.sessions.pop(sid))
-        if zygote.spare is not None:
-            zygote._destroy(zygote.spare)
-        if zygote.base != "/tmp":
-            shutil.rmtree(zygote.base, ignore_errors=True)
+        zygote.shutdown()
 
 
-def _loop(zygote: Zygote, req_fd: int, rep_fd: int) -> None:
-    # SIGCHLD wakes the idle loop so children and adopted orphans are reaped at once, never left as zombies.
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.set_wakeup_fd(wake_w)
+def _loop(zygote: Zygote, req_fd: int, rep_fd: int, lifeline: int | None) -> None:
     zygote._ensure_spare()
+    watched = [req_fd, zygote.wake_r] + ([lifeline] if lifeline is not None else [])
     while True:
-        timeout = EXIT_POLL_INTERVAL if zygote.exiting else None
-        ready = select.select([req_fd, wake_r], [], [], timeout)[0]
-        if wake_r in ready:
-            while True:
-                try:
-                    if not os.read(wake_r, 512):
-                        break
-                except BlockingIOError:
-                    break
-        zygote._reap_orphans()
+        ready = select.select(watched, [], [])[0]
+        if lifeline in ready:
+            return  # our launcher is gone (only end of file ever arrives on this pipe)
+        if zygote.wake_r in ready:
+            _drain(zygote.wake_r)
+        zygote._reap_dead()  # SIGCHLD woke us: children and adopted orphans never linger as zombies
         if req_fd not in ready:
             continue
         request = protocol.read_frame_fd(req_fd)
@@ -606,19 +747,20 @@ def _loop(zygote: Zygote, req_fd: int, rep_fd: int) -> None:
         deferred, zygote.deferred = zygote.deferred, []
         for task in deferred:
             task()
-        zygote._reap_orphans()
 
 
 def main(argv: list[str]) -> int:
     config = ZygoteConfig(**json.loads(argv[0]))
-    logging.basicConfig(level=logging.WARNING, format=f"zygote[{config.worker_id}] %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format=f"zygote[{config.worker_id}/{config.image}] %(levelname)s %(message)s"
+    )
     # Our protocol pipes move to high descriptors; 0 and 1 become /dev/null so nothing can write on them.
     req_fd, rep_fd = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
     os.close(null)
-    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL)
     if os.getppid() == 1:
         return 1  # the server is already gone
     if config.use_namespaces:
@@ -628,16 +770,21 @@ def main(argv: list[str]) -> int:
     if not ns.pid:
         serve_forever(config, req_fd, rep_fd, ns)
         return 0
+    # The zygote (pid 1 below) may not learn of our death by signal alone: a uid switch clears its
+    # parent-death signal. It also watches this pipe, whose only writer is us.
+    lifeline_r, lifeline_w = os.pipe()
     pid = os.fork()  # the first fork after unshare(CLONE_NEWPID) is pid 1 of the new namespace
     if pid == 0:
         try:
-            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+            os.close(lifeline_w)
+            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            serve_forever(config, req_fd, rep_fd, ns)
+            serve_forever(config, req_fd, rep_fd, ns, lifeline_r)
         except BaseException:  # noqa: BLE001
             log.exception("zygote crashed")
             os._exit(1)
         os._exit(0)
+    os.close(lifeline_r)
     os.close(req_fd)
     os.close(rep_fd)
     _, status = os.waitpid(pid, 0)

@@ -57,3 +57,4 @@ def kill_uid(uid: int, sig: int) -> None:
         pass
     finally:
         os.setresuid(0, 0, 0)
+
