@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import traceback
 import types
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tools.server import protocol, workfiles
-from tools.server.isolation import landlock, privileges, rlimits, seccomp
+from tools.server.isolation import landlock, privileges, rlimits, seccomp, syscalls
 
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_CELL_FRAME_BYTES = 64 * 1024 * 1024
@@ -111,6 +112,26 @@ def start(sock: socket.socket, plan: ChildPlan) -> None:
     os._exit(0)
 
 
+def prepare_image(interpreter_bin: str, read_paths: tuple[str, ...]) -> None:
+    """Once, in the zygote after its imports: what every child shares (a scrubbed environment, sys.path
+    without the project tree, no bytecode writing). Done here, each child skips ~80 copy-on-write faults."""
+    os.environ.clear()
+    os.environ.update(
+        {
+            "PATH": f"{interpreter_bin}:{SANDBOX_PATH}",
+            "LANG": "C.UTF-8",
+            "PYTHONIOENCODING": "utf-8",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
+    )
+    sys.path[:] = [""] + [p for p in sys.path if p and any(p.startswith(r) for r in read_paths)]
+    sys.argv[:] = ["-c"]
+    sys.dont_write_bytecode = True
+
+
 def isolate(sock_fd: int, plan: ChildPlan) -> None:
     """Apply the layers in the order they depend on each other; raises if one that was planned fails."""
     signal.set_wakeup_fd(-1)  # the zygote's SIGCHLD wake-up pipe is not ours
@@ -133,28 +154,9 @@ def isolate(sock_fd: int, plan: ChildPlan) -> None:
             privileges.become(plan.uid, plan.uid)
         else:
             privileges.clear_capabilities()
-    os.environ.clear()
-    os.environ.update(
-        {
-            "PATH": f"{plan.interpreter_bin}:{SANDBOX_PATH}",
-            "HOME": plan.workdir,
-            "TMPDIR": plan.workdir,
-            "LANG": "C.UTF-8",
-            "PYTHONIOENCODING": "utf-8",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-        }
-    )
-    import tempfile
-
+    # The rest of the environment, sys.path and the like were set once in the zygote (prepare_image).
+    os.environ["HOME"] = os.environ["TMPDIR"] = plan.workdir
     tempfile.tempdir = plan.workdir
-    sys.path[:] = [""] + [p for p in sys.path if p and any(p.startswith(r) for r in plan.read_paths)]
-    sys.argv[:] = ["-c"]
-    sys.dont_write_bytecode = True
-    from tools.server.isolation import syscalls
-
     syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
     if plan.landlock_ruleset is not None:
         landlock.enforce(plan.landlock_ruleset)

@@ -54,9 +54,8 @@ class Sandbox:
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
-        per_worker = await asyncio.gather(*(w.start() for w in self.workers))
-        reports = [report for worker in per_worker for report in worker.values()]
-        self.report = per_worker[0][images.FULL]
+        reports = await asyncio.gather(*(w.start() for w in self.workers))
+        self.report = reports[0]
         self.layers = {name: all(r["layers"].get(name, False) for r in reports) for name in LAYERS}
         self.languages = set(self.report.get("languages", ["python"]))
         missing = [name for name, ok in self.layers.items() if not ok]
@@ -122,7 +121,7 @@ class Sandbox:
                                  lean_available=self.settings.lean_image)
         worker = await self.pool.acquire(session.worker if session is not None else None)
         try:
-            message: dict[str, Any] = {"op": "run", **job.cell(self.settings.fetch_limit_bytes),
+            message: dict[str, Any] = {"op": "run", "image": image, **job.cell(self.settings.fetch_limit_bytes),
                                        "stdin": job.stdin or "", "timeout": job.run_timeout}
             budget = job.run_timeout + self.settings.grace
             if session is not None:
@@ -132,7 +131,7 @@ class Sandbox:
                         return self._sandbox_error("session state was lost and its journal is too large to replay")
                     message["replay"] = session.journal
                     budget += job.run_timeout * len(session.journal)
-            reply = await worker.call(message, budget, image)
+            reply = await worker.call(message, budget)
         except WorkerFailure as exc:
             log.warning("%s", exc)
             self._spawn(self._restart(worker))

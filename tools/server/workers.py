@@ -32,8 +32,11 @@ class Overloaded(Exception):
     """No worker became free in time, or too many requests are already waiting."""
 
 
-def zygote_config(settings: Settings, worker_id: int, image: str) -> ZygoteConfig:
-    preload = list(settings.preload) if image == images.FULL else images.lean_preload(settings.preload)
+def zygote_config(settings: Settings, worker_id: int) -> ZygoteConfig:
+    full = list(settings.preload)
+    worker_images = {images.FULL: full}
+    if settings.lean_image:
+        worker_images[images.LEAN] = images.lean_preload(full)
     return ZygoteConfig(
         worker_id=worker_id,
         uid_base=settings.resolved_uid_base,
@@ -45,8 +48,7 @@ def zygote_config(settings: Settings, worker_id: int, image: str) -> ZygoteConfi
         max_run_timeout=settings.max_run_timeout,
         tmpfs_bytes=settings.tmpfs_mb * MIB,
         output_limit_bytes=settings.output_limit_bytes,
-        image=image,
-        preload=preload,
+        images=worker_images,
         use_namespaces="namespaces" not in settings.disabled_layers,
         use_seccomp="seccomp" not in settings.disabled_layers,
         use_landlock="landlock" not in settings.disabled_layers,
@@ -61,20 +63,35 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-class ZygoteProcess:
-    """One ``python -m tools.server.zygote`` process; ``call`` sends a request frame and awaits the reply."""
+class Worker:
+    """One zygote process (with a forker per image): runs one request at a time."""
 
-    def __init__(self, config: ZygoteConfig, settings: Settings) -> None:
-        self.config = config
+    def __init__(self, index: int, settings: Settings) -> None:
+        self.index = index
         self.settings = settings
+        self.config = zygote_config(settings, index)
+        self.generation = 0
+        """Bumped on every (re)start; sessions remember the generation that holds their state."""
         self.proc: asyncio.subprocess.Process | None = None
         self.report: dict[str, Any] = {}
+        self.busy = False
+        self.idle_since = 0.0
+        """When the worker last went idle; the pool prefers the longest-idle worker, whose zygote has had
+        the most time to tear the last child down and fork the next spare."""
+        self.alive = False
+        self.sessions = 0
+        self.waiters: collections.deque[asyncio.Future[Worker]] = collections.deque()
+        """Requests for a session that lives in this worker, first come first served."""
+        self.on_death: Callable[[Worker], None] | None = None
+        """Called when the zygote dies on its own (the service restarts the worker)."""
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
-    def name(self) -> str:
-        return f"worker {self.config.worker_id} ({self.config.image})"
+    def images(self) -> list[str]:
+        return list(self.config.images)
 
     async def start(self) -> dict[str, Any]:
+        self.generation += 1
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tools.server.zygote", config_json(self.config),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=_child_env(),
@@ -84,12 +101,23 @@ class ZygoteProcess:
             ready = await asyncio.wait_for(self._read(), self.settings.worker_start_timeout)
         except (TimeoutError, WorkerFailure) as exc:
             await self.kill()
-            raise WorkerFailure(f"{self.name} did not start: {exc!r}") from exc
+            raise WorkerFailure(f"worker {self.index} did not start: {exc!r}") from exc
         if not ready.get("ready"):
             await self.kill()
-            raise WorkerFailure(f"{self.name} failed to start: {ready}")
+            raise WorkerFailure(f"worker {self.index} failed to start: {ready}")
         self.report = ready
+        self.alive = True
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(self.proc, self.generation))
         return ready
+
+    async def _watch(self, proc: asyncio.subprocess.Process, generation: int) -> None:
+        """Notice a zygote that died between requests, so the worker restarts before anyone is sent to it."""
+        await proc.wait()
+        if self.alive and self.generation == generation:
+            log.warning("worker %d exited with status %s; restarting it", self.index, proc.returncode)
+            self.alive = False
+            if self.on_death is not None:
+                self.on_death(self)
 
     async def _read(self) -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdout is not None
@@ -100,20 +128,28 @@ class ZygoteProcess:
                 raise WorkerFailure(f"oversized frame {size}")
             return protocol.decode(await self.proc.stdout.readexactly(size))
         except (asyncio.IncompleteReadError, ConnectionError, protocol.ProtocolError) as exc:
-            raise WorkerFailure(f"{self.name} stream broke: {exc!r}") from exc
+            raise WorkerFailure(f"worker {self.index} stream broke: {exc!r}") from exc
 
     async def call(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """One request/reply; raises WorkerFailure (the caller kills and restarts the worker)."""
-        if self.proc is None or self.proc.stdin is None or self.proc.returncode is not None:
-            raise WorkerFailure(f"{self.name} is not running")
+        """One request/reply; any failure kills the zygote (the caller restarts it)."""
+        if not self.alive or self.proc is None or self.proc.stdin is None or self.proc.returncode is not None:
+            raise WorkerFailure(f"worker {self.index} is not running")
         try:
             self.proc.stdin.write(protocol.encode(message))
             await asyncio.wait_for(self.proc.stdin.drain(), timeout)
             return await asyncio.wait_for(self._read(), timeout)
-        except (TimeoutError, ConnectionError) as exc:
-            raise WorkerFailure(f"{self.name} failed: {exc!r}") from exc
+        except (TimeoutError, ConnectionError, WorkerFailure) as exc:
+            await self.kill()
+            raise WorkerFailure(f"worker {self.index} failed: {exc!r}") from exc
+        except asyncio.CancelledError:
+            # The reply would arrive out of step with the next request: this zygote cannot be reused.
+            await self.kill()
+            raise
 
     async def kill(self) -> None:
+        self.alive = False
+        if self._watcher is not None and self._watcher is not asyncio.current_task():
+            self._watcher.cancel()
         if self.proc is not None and self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()  # the zygote has PDEATHSIG, and its pid namespace dies with it
@@ -122,6 +158,9 @@ class ZygoteProcess:
 
     async def stop(self) -> None:
         """Graceful: close the request pipe, the zygote finishes and exits; kill if it lingers."""
+        self.alive = False
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self.proc is None or self.proc.returncode is not None:
             return
         if self.proc.stdin is not None:
@@ -131,86 +170,6 @@ class ZygoteProcess:
             await asyncio.wait_for(self.proc.wait(), self.settings.shutdown_timeout)
         except TimeoutError:
             await self.kill()
-
-
-class Worker:
-    """One slot that runs one request at a time, on one of its zygotes (images.FULL, images.LEAN)."""
-
-    def __init__(self, index: int, settings: Settings) -> None:
-        self.index = index
-        self.settings = settings
-        names = [images.FULL, images.LEAN] if settings.lean_image else [images.FULL]
-        self.zygotes = {name: ZygoteProcess(zygote_config(settings, index, name), settings) for name in names}
-        self.generation = 0
-        """Bumped on every (re)start; sessions remember the generation that holds their state."""
-        self.busy = False
-        self.idle_since = 0.0
-        """When the worker last went idle; the pool prefers the longest-idle worker, whose zygotes have had
-        the most time to tear the last child down and fork their next spare."""
-        self.alive = False
-        self.sessions = 0
-        self.waiters: collections.deque[asyncio.Future[Worker]] = collections.deque()
-        """Requests for a session that lives in this worker, first come first served."""
-        self.on_death: Callable[[Worker], None] | None = None
-        """Called when one of its zygotes dies on its own (the service restarts the worker)."""
-        self._watchers: list[asyncio.Task[None]] = []
-
-    @property
-    def reports(self) -> dict[str, dict[str, Any]]:
-        return {name: z.report for name, z in self.zygotes.items()}
-
-    async def start(self) -> dict[str, dict[str, Any]]:
-        self.generation += 1
-        try:
-            await asyncio.gather(*(z.start() for z in self.zygotes.values()))
-        except WorkerFailure:
-            await self.kill()
-            raise
-        self.alive = True
-        generation = self.generation
-        self._watchers = [asyncio.get_running_loop().create_task(self._watch(z, generation))
-                          for z in self.zygotes.values()]
-        return self.reports
-
-    async def _watch(self, zygote: ZygoteProcess, generation: int) -> None:
-        """Notice a zygote that died between requests, so the worker restarts before anyone is sent to it."""
-        assert zygote.proc is not None
-        await zygote.proc.wait()
-        if self.alive and self.generation == generation:
-            log.warning("%s exited with status %s; restarting the worker", zygote.name, zygote.proc.returncode)
-            self.alive = False
-            if self.on_death is not None:
-                self.on_death(self)
-
-    async def call(self, message: dict[str, Any], timeout: float, image: str = images.FULL) -> dict[str, Any]:
-        """One request/reply on the given image; any failure kills the worker (the caller restarts it)."""
-        if not self.alive:
-            raise WorkerFailure(f"worker {self.index} is not running")
-        try:
-            return await self.zygotes[image].call(message, timeout)
-        except WorkerFailure:
-            await self.kill()
-            raise
-        except asyncio.CancelledError:
-            # The reply would arrive out of step with the next request: this zygote cannot be reused.
-            await self.kill()
-            raise
-
-    async def kill(self) -> None:
-        self.alive = False
-        await asyncio.gather(*(z.kill() for z in self.zygotes.values()))
-        self._cancel_watchers()
-
-    async def stop(self) -> None:
-        self.alive = False
-        await asyncio.gather(*(z.stop() for z in self.zygotes.values()))
-        self._cancel_watchers()
-
-    def _cancel_watchers(self) -> None:
-        for task in self._watchers:
-            if task is not asyncio.current_task():
-                task.cancel()
-        self._watchers = []
 
 
 class Pool:

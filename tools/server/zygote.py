@@ -1,13 +1,15 @@
-"""The warm fork-server: one per worker image, with that image's libraries already imported.
+"""The warm fork-server of one worker: a zygote that answers requests, and one forker per image.
 
 Launched by the server as ``python -m tools.server.zygote CONFIG_JSON`` with a request pipe on stdin and
 a reply pipe on stdout. The launcher enters new network/mount/pid namespaces and forks; the fork is
 pid 1 of the new pid namespace and becomes the zygote (so if it dies, the kernel kills every child it
-left). The zygote imports its preload list, keeps one pre-forked, fully isolated spare child waiting
-(so a request costs no fork on its critical path), and answers one request at a time:
+left). The zygote starts one forker per worker image (tools.server.forker: "full" imports the whole
+preload list, "lean" only its standard-library part), keeps one pre-forked, fully isolated spare child
+of each image waiting (so a request costs no fork on its critical path), and answers one request at a
+time:
 
-    {"op": "run", "code", "stdin", "timeout", "language", "args", "files", "fetch", "fetch_limit",
-     "memory", "session"?, "replay"?}                                 ->  result frame (see _reply)
+    {"op": "run", "image", "code", "stdin", "timeout", "language", "args", "files", "fetch",
+     "fetch_limit", "memory", "session"?, "replay"?}                   ->  result frame (see _reply)
     {"op": "close", "session"}                                         ->  {"ok": true}
 
 Every one-shot child and every session runs as its own unprivileged uid, so "kill everything this
@@ -17,7 +19,6 @@ setsid'ed or daemonised. Every child ends through :meth:`Zygote._teardown`.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import json
 import logging
@@ -35,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tools.server import protocol, runner
+from tools.server.forker import Forker, ForkerFailed
 from tools.server.isolation import landlock, namespaces, privileges, rlimits, seccomp, syscalls
 from tools.server.runner import ChildPlan
 
@@ -57,10 +59,8 @@ PROBE_TIMEOUT = 10.0
 """Seconds the start-up probe child may take."""
 MAX_REPLY_FRAME_BYTES = 256 * 1024 * 1024
 """Largest reply a child may send (fetched files, base64); the server's fetch limit is far below."""
-SETUP_FAILED_EXIT = runner.EXIT_SETUP_FAILED
-
-# Thread pools of numerical libraries would count against RLIMIT_NPROC; one thread each.
-THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+FULL = "full"
+"""The image with every preloaded module; sessions, pytest and third-party imports run here."""
 
 
 @dataclass
@@ -75,27 +75,25 @@ class ZygoteConfig:
     max_run_timeout: float
     tmpfs_bytes: int
     output_limit_bytes: int
-    image: str = "full"
-    """Which worker image this is: "full" (every preload, sessions) or "lean" (standard library only)."""
-    preload: list[str] = field(default_factory=list)
+    images: dict[str, list[str]] = field(default_factory=lambda: {FULL: []})
+    """Image name -> modules its forker preloads; "full" first (tools.server.images)."""
     use_namespaces: bool = True
     use_seccomp: bool = True
     use_landlock: bool = True
     use_uids: bool = True
     """Run each child as its own unprivileged uid (root only); off = all children share our uid."""
 
-    @property
-    def oneshot_slot(self) -> int:
-        """Each image of a worker has its own one-shot uid; sessions take the slots after both."""
-        return 1 if self.image == "lean" else 0
+    def oneshot_slot(self, image: str) -> int:
+        """Each image has its own one-shot uid (its spare must survive a kill(-1) of the other's)."""
+        return list(self.images).index(image)
 
     def uid_for(self, slot: int) -> int:
-        """Slots 0/1: the full/lean one-shot uids; SESSION_SLOT.. the session uids of this worker."""
+        """Slots 0/1: the one-shot uids of the images; SESSION_SLOT.. the session uids of this worker."""
         return self.uid_base + self.worker_id * (self.sessions_per_worker + SESSION_SLOT) + slot
 
 
 SESSION_SLOT = 2
-"""First uid slot of a worker's sessions (0 and 1 are the one-shot uids of its two images)."""
+"""First uid slot of a worker's sessions (0 and 1 are the one-shot uids of its at most two images)."""
 
 
 @dataclass
@@ -105,6 +103,7 @@ class Child:
     uid: int | None
     slot: int
     workdir: str
+    image: str
     ready: bool = False
     status: int | None = None
     """Wait status once reaped."""
@@ -149,7 +148,9 @@ class Zygote:
             p for p in (*landlock.SYSTEM_READ_PATHS, *landlock.interpreter_paths()) if os.path.exists(p)
         )
         self.interpreter_bin = os.path.dirname(sys.executable)
-        self.spare: Child | None = None
+        self.forkers = {name: Forker(name, preload) for name, preload in config.images.items()}
+        self.spares: dict[str, Child] = {}
+        """One pre-forked, isolated child per image, waiting for the next one-shot request."""
         self.sessions: dict[str, Child] = {}
         self.children: dict[int, Child] = {}
         """Every child we forked and have not reaped yet, by pid."""
@@ -170,6 +171,15 @@ class Zygote:
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(wake_w)
+
+    def start_forkers(self) -> dict[str, dict[str, Any]]:
+        """Start each image's forker (it imports the image's modules); their reports by image."""
+        return {name: forker.start(self._plan_for) for name, forker in self.forkers.items()}
+
+    @property
+    def watched(self) -> list[int]:
+        """Descriptors that say a child or orphan may have ended: the SIGCHLD pipe and the forkers."""
+        return [self.wake_r, *(f.sock.fileno() for f in self.forkers.values() if f.sock is not None)]
 
     # ---- children ---------------------------------------------------------------------------------
     def _plan(self, uid: int | None, workdir: str, oneshot: bool) -> ChildPlan:
@@ -193,34 +203,36 @@ class Zygote:
             kill_own_tree=self.unique_uids,
         )
 
-    def _fork_child(self, slot: int, oneshot: bool) -> Child:
+    def _plan_for(self, order: dict[str, Any]) -> ChildPlan:
+        """The plan of a child the forker is about to fork (runs in the forker)."""
+        return self._plan(order["uid"], order["workdir"], bool(order["oneshot"]))
+
+    def _fork_child(self, slot: int, oneshot: bool, image: str = FULL) -> Child:
         uid = self.config.uid_for(slot) if self.unique_uids else None
         self.counter += 1
         workdir = f"{self.base}/{'run' if oneshot else 'session'}-{self.counter}"
         os.mkdir(workdir, 0o700)
         if uid is not None:
             os.chown(workdir, uid, uid)
-        plan = self._plan(uid, workdir, oneshot)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pid = os.fork()
-        if pid == 0:  # child: never returns
-            parent_sock.close()
-            runner.start(child_sock, plan)
-        child_sock.close()
+        try:
+            pid = self.forkers[image].fork({"uid": uid, "workdir": workdir, "oneshot": oneshot}, child_sock)
+        finally:
+            child_sock.close()
         parent_sock.setblocking(False)
-        child = Child(pid=pid, sock=parent_sock, uid=uid, slot=slot, workdir=workdir)
+        child = Child(pid=pid, sock=parent_sock, uid=uid, slot=slot, workdir=workdir, image=image)
         self.children[pid] = child
         return child
 
-    def _ensure_spare(self) -> None:
-        if self.spare is None:
-            self.spare = self._fork_child(self.config.oneshot_slot, oneshot=True)
+    def _ensure_spares(self) -> None:
+        for image in self.forkers:
+            if image not in self.spares:
+                self.spares[image] = self._fork_child(self.config.oneshot_slot(image), oneshot=True, image=image)
 
-    def _take_spare(self) -> Child:
-        self._ensure_spare()
-        child, self.spare = self.spare, None
-        assert child is not None
-        return child
+    def _take_spare(self, image: str) -> Child:
+        if image not in self.spares:
+            self.spares[image] = self._fork_child(self.config.oneshot_slot(image), oneshot=True, image=image)
+        return self.spares.pop(image)
 
     def _teardown(self, child: Child) -> int | None:
         """The one way a child ends: kill it and everything it started, reap it, remove its work dir and
@@ -236,8 +248,8 @@ class Zygote:
         if child.status is None:
             log.warning("child %d of uid %s not reaped within %ss", child.pid, child.uid, DEFAULT_REAP_TIMEOUT)
         shutil.rmtree(child.workdir, ignore_errors=True)
-        if self.spare is child:
-            self.spare = None
+        if self.spares.get(child.image) is child:
+            del self.spares[child.image]
         for sid, held in list(self.sessions.items()):
             if held is child:
                 del self.sessions[sid]
@@ -254,13 +266,12 @@ class Zygote:
                 os.kill(child.pid, KILL_SIGNAL)
             except ProcessLookupError:
                 pass
-        # Weaker mode (one shared uid): we are a child subreaper, so everything the child started stays in
-        # our process tree. Kill the descendants of ours that are not a live spare or session.
-        keep = {c.pid for c in self.sessions.values() if c is not child}
-        if self.spare is not None and self.spare is not child:
-            keep.add(self.spare.pid)
+        # Weaker mode (one shared uid): we are a child subreaper, so everything the child started is below
+        # it or, orphaned, below us. Kill those, sparing the forkers and the live spares and sessions.
+        keep = {c.pid for c in (*self.sessions.values(), *self.spares.values()) if c is not child}
+        keep |= {f.pid for f in self.forkers.values()}
         for _ in range(5):
-            victims = _descendants(os.getpid(), keep)
+            victims = _descendants(child.pid, set()) + _descendants(os.getpid(), keep)
             if not victims:
                 break
             for pid in victims:
@@ -280,24 +291,34 @@ class Zygote:
             if remaining <= 0:
                 return
             # SIGCHLD wakes us; the short cap covers remnants reaped elsewhere (orphans of other parents).
-            if select.select([self.wake_r], [], [], min(remaining, 0.005))[0]:
+            if self.wake_r in select.select(self.watched, [], [], min(remaining, 0.005))[0]:
                 _drain(self.wake_r)
 
     def _reap_dead(self) -> None:
-        """Collect every exited child (as pid 1 we also inherit the code's orphans); a spare or session
-        child that died while idle is forgotten here (the next request forks or replays a new one)."""
+        """Collect every ended child: the forkers report theirs, and as pid 1 (or subreaper) we reap the
+        code's orphans ourselves. A spare or session child that died while idle is torn down here (the
+        next request forks or replays a new one). Raises ForkerFailed if a forker itself died."""
+        ended: list[tuple[int, int]] = []
+        for forker in self.forkers.values():
+            forker.poll()
+            ended += forker.exits
+            forker.exits = []
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
+            if any(f.pid == pid for f in self.forkers.values()):
+                raise ForkerFailed(f"a forker exited with status {status}")
+            ended.append((pid, status))  # an orphan, or a child whose forker died before reaping it
+        for pid, status in ended:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
             child.status = status
-            if child is self.spare or child in self.sessions.values():
+            if child in self.spares.values() or child in self.sessions.values():
                 self._teardown(child)
 
     # ---- one cell ------------------------------------------------------------------------------------
@@ -378,7 +399,7 @@ class Zygote:
         result.elapsed = time.monotonic() - start
         if in_w >= 0:
             os.close(in_w)
-        if result.child_lost or child.slot == self.config.oneshot_slot:
+        if result.child_lost or child.slot < SESSION_SLOT:
             # Nothing a one-shot request started outlives it; a lost session child goes with its leftovers.
             self._kill_tree(child)
         self._drain(open_fds, outs, limit, result)
@@ -474,11 +495,14 @@ class Zygote:
         sid = request.get("session")
         if sid is not None:
             return self._handle_session_run(str(sid), cell, stdin, timeout, request.get("replay") or [])
-        child = self._take_spare()
+        image = str(request.get("image", FULL))
+        if image not in self.forkers:
+            return {"error": f"unknown image {image!r}; this worker has {sorted(self.forkers)}"}
+        child = self._take_spare(image)
         result = self._run_cell(child, cell, stdin, timeout, capture=True)
         if child.status is None:  # answered: tear it down after the reply, then fork the next spare
             self.deferred.append(lambda: self._teardown(child))
-        self.deferred.append(self._ensure_spare)
+        self.deferred.append(self._ensure_spares)
         return self._reply(result)
 
     def _handle_session_run(
@@ -491,7 +515,7 @@ class Zygote:
             free = [s for s in range(SESSION_SLOT, SESSION_SLOT + self.config.sessions_per_worker) if s not in used]
             if not free:
                 return {"error": "no free session slot in this worker", "session_alive": False}
-            child = self._fork_child(free[0], oneshot=False)
+            child = self._fork_child(free[0], oneshot=False, image=FULL)
             self.sessions[sid] = child
             for entry in replay:
                 replay_cell = {key: entry[key] for key in CELL_KEYS if key in entry} | {"timeout": timeout}
@@ -551,7 +575,7 @@ class Zygote:
 
     def probe(self) -> dict[str, Any]:
         """Run the probe snippet in a real child and combine its findings with the zygote's own."""
-        child = self._take_spare()
+        child = self._take_spare(FULL)
         hidden = self._landlock_probe_dir()
         code = f"HIDDEN = {hidden!r}\n" + PROBE_CODE
         result = self._run_cell(child, {"code": code, "timeout": PROBE_TIMEOUT}, b"", PROBE_TIMEOUT, capture=True)
@@ -584,8 +608,13 @@ class Zygote:
         }
 
     def shutdown(self) -> None:
-        for child in [*self.sessions.values(), *([self.spare] if self.spare else [])]:
-            self._teardown(child)
+        for child in [*self.sessions.values(), *self.spares.values()]:
+            try:
+                self._teardown(child)
+            except ForkerFailed:
+                pass
+        for forker in self.forkers.values():
+            forker.close()  # it sees end of file and exits
         if self.base != "/tmp":
             shutil.rmtree(self.base, ignore_errors=True)
 
@@ -673,21 +702,6 @@ def _drain(fd: int) -> None:
             return
 
 
-def _preload(modules: list[str]) -> list[str]:
-    failed = []
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - a missing optional library must not stop the sandbox
-            failed.append(f"{name}: {exc}")
-    if "pytest" in modules and "pytest" in sys.modules:
-        # pytest imports its built-in plugins on the first pytest.main: take them into the image too.
-        import _pytest.config
-
-        failed += _preload([f"_pytest.{plugin}" for plugin in _pytest.config.default_plugins])
-    return failed
-
-
 def serve_forever(
     config: ZygoteConfig, req_fd: int, rep_fd: int, ns: namespaces.NamespaceReport, lifeline: int | None = None
 ) -> None:
@@ -705,17 +719,13 @@ def serve_forever(
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # orphans of our children come to us, not to init
     # We never execve, so an empty bounding set costs us nothing; children inherit it (no caps via exec).
     privileges.drop_bounding_set()
-    os.environ.update(THREAD_ENV)
-    failed = _preload(config.preload)
-    import gc
-
-    gc.collect()
-    gc.freeze()  # keep the preloaded heap out of the children's collections: fewer copy-on-write faults
     zygote = Zygote(config, ns, mount_errors, private_tmp)
+    runner.prepare_image(zygote.interpreter_bin, zygote.read_paths)  # inherited by the forkers
+    forkers = zygote.start_forkers()
     report = zygote.probe()
-    report["preload_failed"] = failed
-    report["preloaded"] = [m for m in config.preload if m in sys.modules]
-    report["image"] = config.image
+    report["preload_failed"] = [f for r in forkers.values() for f in r.get("preload_failed", [])]
+    report["preloaded"] = forkers[FULL].get("preloaded", [])
+    report["images"] = {name: r.get("preloaded", []) for name, r in forkers.items()}
     protocol.write_frame_fd(rep_fd, {"ready": True, **report})
     try:
         _loop(zygote, req_fd, rep_fd, lifeline)
@@ -724,8 +734,8 @@ def serve_forever(
 
 
 def _loop(zygote: Zygote, req_fd: int, rep_fd: int, lifeline: int | None) -> None:
-    zygote._ensure_spare()
-    watched = [req_fd, zygote.wake_r] + ([lifeline] if lifeline is not None else [])
+    zygote._ensure_spares()
+    watched = [req_fd, *zygote.watched] + ([lifeline] if lifeline is not None else [])
     while True:
         ready = select.select(watched, [], [])[0]
         if lifeline in ready:
@@ -740,6 +750,9 @@ def _loop(zygote: Zygote, req_fd: int, rep_fd: int, lifeline: int | None) -> Non
             return
         try:
             reply = zygote.handle(request)
+        except ForkerFailed as exc:  # this worker cannot make children any more: exit, the server restarts it
+            protocol.write_frame_fd(rep_fd, {"error": f"zygote: {exc}"})
+            raise
         except Exception as exc:  # noqa: BLE001 - one bad request must not take the worker down
             log.exception("zygote request failed")
             reply = {"error": f"zygote: {exc!r}"}
@@ -752,7 +765,7 @@ def _loop(zygote: Zygote, req_fd: int, rep_fd: int, lifeline: int | None) -> Non
 def main(argv: list[str]) -> int:
     config = ZygoteConfig(**json.loads(argv[0]))
     logging.basicConfig(
-        level=logging.WARNING, format=f"zygote[{config.worker_id}/{config.image}] %(levelname)s %(message)s"
+        level=logging.WARNING, format=f"zygote[{config.worker_id}] %(levelname)s %(message)s"
     )
     # Our protocol pipes move to high descriptors; 0 and 1 become /dev/null so nothing can write on them.
     req_fd, rep_fd = os.dup(0), os.dup(1)
