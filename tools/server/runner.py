@@ -24,7 +24,6 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import traceback
 import types
 from collections.abc import Callable
@@ -130,6 +129,7 @@ def prepare_image(interpreter_bin: str, read_paths: tuple[str, ...]) -> None:
     sys.path[:] = [""] + [p for p in sys.path if p and any(p.startswith(r) for r in read_paths)]
     sys.argv[:] = ["-c"]
     sys.dont_write_bytecode = True
+    _new_stdio()  # a one-shot child's first (only) cell uses these, on fds 0-2 it points at its pipes
 
 
 def isolate(sock_fd: int, plan: ChildPlan) -> None:
@@ -156,7 +156,8 @@ def isolate(sock_fd: int, plan: ChildPlan) -> None:
             privileges.clear_capabilities()
     # The rest of the environment, sys.path and the like were set once in the zygote (prepare_image).
     os.environ["HOME"] = os.environ["TMPDIR"] = plan.workdir
-    tempfile.tempdir = plan.workdir
+    if "tempfile" in sys.modules:  # imported by the image (sympy does): it cached the zygote's temp dir
+        sys.modules["tempfile"].tempdir = plan.workdir
     syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
     if plan.landlock_ruleset is not None:
         landlock.enforce(plan.landlock_ruleset)
@@ -172,6 +173,7 @@ def serve(sock: socket.socket, plan: ChildPlan) -> None:
     module = types.ModuleType("__main__")
     module.__dict__["__builtins__"] = builtins
     sys.modules["__main__"] = module
+    first = True
     while True:
         try:
             message, fds = protocol.recv_frame(sock, MAX_CELL_FRAME_BYTES, max_fds=3)
@@ -179,7 +181,8 @@ def serve(sock: socket.socket, plan: ChildPlan) -> None:
             os._exit(EXIT_PROTOCOL)
         if message is None or len(fds) != 3:
             os._exit(0)
-        _attach_stdio(fds)
+        _attach_stdio(fds, fresh_streams=not first)
+        first = False
         cell = Cell.from_message(message)
         rlimits.lower_cpu(cell.timeout, lock_hard=plan.oneshot)
         rlimits.set_memory(cell.memory, lock_hard=plan.oneshot)
@@ -209,10 +212,18 @@ def run(cell: Cell, module: types.ModuleType, plan: ChildPlan) -> dict[str, Any]
     return reply
 
 
-def _attach_stdio(fds: list[int]) -> None:
+def _attach_stdio(fds: list[int], *, fresh_streams: bool) -> None:
+    """Point fds 0-2 at the cell's pipes. The first cell uses the stream objects the image made
+    (prepare_image), which saves every one-shot child creating its own; a session's later cells get new
+    ones (the old stdin may hold read-ahead from the previous cell's input)."""
     for target, fd in zip((0, 1, 2), fds, strict=True):
         os.dup2(fd, target)
         os.close(fd)
+    if fresh_streams:
+        _new_stdio()
+
+
+def _new_stdio() -> None:
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="replace")
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace")
     sys.stderr = io.TextIOWrapper(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import os
 import select
 import shutil
@@ -29,8 +28,8 @@ import signal
 import socket
 import stat
 import sys
-import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -40,7 +39,22 @@ from tools.server.forker import Forker, ForkerFailed
 from tools.server.isolation import landlock, namespaces, privileges, rlimits, seccomp, syscalls
 from tools.server.runner import ChildPlan
 
-log = logging.getLogger("tools.server.zygote")
+# No logging, threading, tempfile or random in this process: the forkers are forked from it, and every
+# sandboxed child would run their at-fork handlers (~0.5 ms and ~170 copy-on-write faults per child,
+# docs/sandbox.md). Messages go to stderr, which the server passes through.
+WORKER_ID = -1
+"""Set from the config in main(); prefixes our messages."""
+
+
+def warn(message: str, *, exc: BaseException | None = None) -> None:
+    """One line (and a traceback) on stderr."""
+    text = f"zygote[{WORKER_ID}] WARNING {message}\n"
+    if exc is not None:
+        text += "".join(traceback.format_exception(exc))
+    try:
+        os.write(2, text.encode(errors="replace"))
+    except OSError:
+        pass
 
 KILL_SIGNAL = signal.SIGKILL
 """What ends a child and everything it started (cannot be caught or ignored)."""
@@ -156,7 +170,7 @@ class Zygote:
         """Every child we forked and have not reaped yet, by pid."""
         self.counter = 0
         self.unique_uids = self.root and config.use_uids  # as root each child gets its own uid
-        self.base = "/tmp" if private_tmp else tempfile.mkdtemp(prefix="agentrl-sandbox-")
+        self.base = "/tmp" if private_tmp else _private_dir("/tmp/agentrl-sandbox-")
         """Parent of the work dirs: our private tmpfs, or a private directory of the host's /tmp."""
         # Children may not create anything in the base itself, only in their own 0700 work dir.
         os.chmod(self.base, 0o711)
@@ -246,7 +260,7 @@ class Zygote:
             # this uid never coexists with a remnant of the previous one.
             self._wait_until(lambda: not _uid_processes(child.uid), deadline)  # type: ignore[arg-type]
         if child.status is None:
-            log.warning("child %d of uid %s not reaped within %ss", child.pid, child.uid, DEFAULT_REAP_TIMEOUT)
+            warn(f"child {child.pid} of uid {child.uid} not reaped within {DEFAULT_REAP_TIMEOUT}s")
         shutil.rmtree(child.workdir, ignore_errors=True)
         if self.spares.get(child.image) is child:
             del self.spares[child.image]
@@ -692,6 +706,17 @@ def _uid_processes(uid: int) -> list[int]:
     return found
 
 
+def _private_dir(prefix: str) -> str:
+    """A new 0700 directory ``prefix`` + random suffix (tempfile.mkdtemp without importing tempfile)."""
+    while True:
+        path = prefix + os.urandom(6).hex()
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+
+
 def _drain(fd: int) -> None:
     """Empty a non-blocking pipe."""
     while True:
@@ -754,7 +779,7 @@ def _loop(zygote: Zygote, req_fd: int, rep_fd: int, lifeline: int | None) -> Non
             protocol.write_frame_fd(rep_fd, {"error": f"zygote: {exc}"})
             raise
         except Exception as exc:  # noqa: BLE001 - one bad request must not take the worker down
-            log.exception("zygote request failed")
+            warn("zygote request failed", exc=exc)
             reply = {"error": f"zygote: {exc!r}"}
         protocol.write_frame_fd(rep_fd, reply)
         deferred, zygote.deferred = zygote.deferred, []
@@ -763,10 +788,9 @@ def _loop(zygote: Zygote, req_fd: int, rep_fd: int, lifeline: int | None) -> Non
 
 
 def main(argv: list[str]) -> int:
+    global WORKER_ID
     config = ZygoteConfig(**json.loads(argv[0]))
-    logging.basicConfig(
-        level=logging.WARNING, format=f"zygote[{config.worker_id}] %(levelname)s %(message)s"
-    )
+    WORKER_ID = config.worker_id
     # Our protocol pipes move to high descriptors; 0 and 1 become /dev/null so nothing can write on them.
     req_fd, rep_fd = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
@@ -793,8 +817,8 @@ def main(argv: list[str]) -> int:
             syscalls.prctl(syscalls.PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             serve_forever(config, req_fd, rep_fd, ns, lifeline_r)
-        except BaseException:  # noqa: BLE001
-            log.exception("zygote crashed")
+        except BaseException as exc:  # noqa: BLE001
+            warn("zygote crashed", exc=exc)
             os._exit(1)
         os._exit(0)
     os.close(lifeline_r)
