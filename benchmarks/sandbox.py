@@ -1,6 +1,7 @@
 """Benchmark the sandbox server against a subprocess-per-request baseline measured in the same run.
 
     python benchmarks/sandbox.py [--workers 2] [--requests 300] [--seconds 5] [--repeats 3] [--no-lean-image]
+    python benchmarks/sandbox.py --compare-with ../main      # this checkout's server against another's
 
 Prints, for ``print(1+1)`` and ``import sympy; print(sympy.sqrt(8))``: sequential latency (p50 with the
 standard error of the median from a bootstrap, and p99) for the server (every isolation layer on) and
@@ -9,6 +10,10 @@ throughput at concurrency 1/8/32 (mean and standard error over ``--repeats`` cel
 CPU time of one ``print(1+1)`` request goes (client, server, zygotes and forkers, sandboxed children,
 read from /proc accounting). The machine's load average is printed at the start and the end: compare
 timings only within one run.
+
+``--compare-with DIR`` instead runs the server of another checkout (say main, before a change) beside
+this one and prints, round by round, print(1+1) p50, throughput at concurrency 8 and CPU per request
+for both, with standard errors.
 
 SandboxFusion itself is not run: its python runner activates a conda environment per request and its
 isolation needs Docker/cgroups, neither available here. Its figures from issue 21 (18.5 ms p50 and
@@ -24,6 +29,7 @@ import gc
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.client import SandboxClient  # noqa: E402
-from tools.embedded import EmbeddedSandbox  # noqa: E402
+from tools.embedded import EmbeddedSandbox, free_port  # noqa: E402
 
 SNIPPETS = {"print(1+1)": "print(1+1)", "sympy": "import sympy; print(sympy.sqrt(8))"}
 EXPECTED = {"print(1+1)": "2\n", "sympy": "2*sqrt(2)\n"}
@@ -110,16 +116,44 @@ def _cpu(pid: int) -> tuple[float, float]:
 
 def _children(pid: int) -> list[int]:
     found: list[int] = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        found += [int(p) for p in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            found += [int(p) for p in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    except OSError:  # it exited while we looked
+        pass
     return found
+
+
+def _tree(pid: int) -> list[int]:
+    found, stack = [], _children(pid)
+    while stack:
+        child = stack.pop()
+        found.append(child)
+        stack += _children(child)
+    return found
+
+
+def _is_root(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0] == "0"
+    except OSError:
+        return False
+
+
+def _fork_servers(server_pid: int) -> list[int]:
+    """The root-owned processes below the server (launchers, zygotes, forkers), whatever the layout."""
+    return [p for p in _tree(server_pid) if _is_root(p)]
 
 
 async def cpu_breakdown(run: Runner, server_pid: int, n: int) -> dict[str, float]:
     """Milliseconds of CPU per print(1+1) request at concurrency 8, by process kind."""
-    zygotes = [z for launcher in _children(server_pid) for z in _children(launcher)]
-    forkers = [f for z in zygotes for f in _children(z)]  # their reaped children are the sandboxed ones
-    before = {pid: _cpu(pid) for pid in (server_pid, *zygotes, *forkers)}
+    servers = _fork_servers(server_pid)
+    before = {}
+    for pid in (server_pid, *servers):
+        try:
+            before[pid] = _cpu(pid)
+        except OSError:
+            servers.remove(pid)
     mine = os.times()
     queue = list(range(n))
 
@@ -130,19 +164,99 @@ async def cpu_breakdown(run: Runner, server_pid: int, n: int) -> dict[str, float
 
     await asyncio.gather(*(loop() for _ in range(8)))
     await asyncio.sleep(0.5)  # let the last children be reaped
-    after = {pid: _cpu(pid) for pid in before}
+    after = {}
+    for pid in before:
+        try:
+            after[pid] = _cpu(pid)
+        except OSError:  # a child caught between fork and dropping root: counted by its parent
+            servers.remove(pid)
     mine_after = os.times()
-
-    def own(pids: list[int]) -> float:
-        return sum(after[p][0] - before[p][0] for p in pids) / n * 1000
-
     return {
         "client (this process)": (mine_after.user + mine_after.system - mine.user - mine.system) / n * 1000,
-        "server (HTTP, FastAPI, service)": own([server_pid]),
-        "zygotes (request handling)": own(zygotes),
-        "forkers (fork of the image)": own(forkers),
-        "sandboxed children (isolate, run, exit)": sum(after[p][1] - before[p][1] for p in forkers) / n * 1000,
+        "server (HTTP, FastAPI, service)": (after[server_pid][0] - before[server_pid][0]) / n * 1000,
+        "fork-servers (zygotes, forkers)": sum(after[p][0] - before[p][0] for p in servers) / n * 1000,
+        "sandboxed children (isolate, run, exit)": sum(after[p][1] - before[p][1] for p in servers) / n * 1000,
     }
+
+
+async def compare(args: argparse.Namespace) -> None:
+    """This checkout's server against the one in ``args.compare_with``, alternating, same load."""
+    other_root = Path(args.compare_with).resolve()
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(other_root))
+    other = subprocess.Popen([sys.executable, "-m", "tools.server", "--port", str(port), "--workers", str(args.workers),
+                              "--max-queue", "1024"], cwd=other_root, env=env)
+    try:
+        with EmbeddedSandbox(workers=args.workers, max_queue=1024, lean_image=args.lean_image) as ours:
+            servers = {"this checkout": (ours.url, ours.process.pid if ours.process else 0),
+                       str(other_root): (f"http://127.0.0.1:{port}", other.pid)}
+            results: dict[str, dict[str, list[float]]] = {name: {} for name in servers}
+            for round_ in range(args.repeats):
+                for name, (url, pid) in servers.items():
+                    async with SandboxClient(url, max_retries=10, timeout=120) as client:
+                        await client.health()
+
+                        async def run(code: str, client: SandboxClient = client) -> str:
+                            r = await client.run_code(code, run_timeout=30)
+                            assert r.run_result is not None, r
+                            return r.run_result.stdout
+
+                        for _ in range(50):
+                            await run("print(1+1)")
+                        got = results[name]
+                        got.setdefault("p50 ms", []).append(
+                            statistics.median(await latency(run, "print(1+1)", "2\n", args.requests)) * 1000)
+                        got.setdefault("runs/s c=8", []).append(
+                            await throughput(run, "print(1+1)", "2\n", 8, args.seconds))
+                        got.setdefault("CPU ms/request", []).append(sum((await cpu_breakdown(run, pid, args.requests)).values()))
+                print(f"round {round_ + 1}/{args.repeats} done, load {load()}")
+    finally:
+        other.terminate()
+        other.wait(30)
+    print(f"\nprint(1+1), {args.workers} workers, {args.repeats} rounds (mean ± standard error)")
+    for metric in ("p50 ms", "runs/s c=8", "CPU ms/request"):
+        cells = []
+        for name in results:
+            values = results[name][metric]
+            se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+            cells.append(f"{name}: {statistics.mean(values):.2f} ± {se:.2f}")
+        print(f"  {metric:<16}" + "   |   ".join(cells))
+
+
+FORK_COST_SCRIPT = """
+import gc, importlib, os, sys
+modules = [m for m in sys.argv[1].split(",") if m]
+for name in modules:
+    importlib.import_module(name)
+gc.collect(); gc.freeze()
+best = None
+for _ in range(3):
+    t0 = os.times()
+    for _ in range(300):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    t1 = os.times()
+    cpu = (t1.user + t1.system + t1.children_user + t1.children_system
+           - t0.user - t0.system - t0.children_user - t0.children_system) / 300 * 1000
+    best = cpu if best is None else min(best, cpu)
+rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024
+print(rss, best)
+"""
+IMAGES = {"lean (standard library)": "math,json,re,collections,itertools,fractions",
+          "full (+ numpy, sympy)": "math,json,re,collections,itertools,fractions,numpy,sympy",
+          "full + pytest": "math,json,re,collections,itertools,fractions,numpy,sympy,pytest"}
+
+
+def fork_costs() -> None:
+    """CPU of one fork + exit of a process holding each image (best of 3 x 300), in a fresh interpreter."""
+    print("\nfork + exit of the image, CPU per child (parent and child; best of 3 x 300):")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    for name, modules in IMAGES.items():
+        out = subprocess.run([sys.executable, "-c", FORK_COST_SCRIPT, modules], capture_output=True, text=True,
+                             env=env, check=True).stdout.split()
+        print(f"  {name:<26}{out[0]:>5} MB resident {float(out[1]):>8.2f} ms")
 
 
 def load() -> str:
@@ -151,6 +265,10 @@ def load() -> str:
 
 async def main(args: argparse.Namespace) -> None:
     print(f"load average at start: {load()}  ({os.cpu_count()} CPUs)")
+    if args.compare_with:
+        await compare(args)
+        print(f"load average at end: {load()}")
+        return
     with EmbeddedSandbox(workers=args.workers, max_queue=1024, lean_image=args.lean_image) as server:
         async with SandboxClient(server.url, max_retries=10) as client:
             health = await client.health()
@@ -193,6 +311,7 @@ async def main(args: argparse.Namespace) -> None:
             print(f"  {'total':<42}{sum(breakdown.values()):>6.2f} ms  (2 cores => at most "
                   f"{2000 / sum(breakdown.values()):.0f} runs/s if nothing else runs)")
     gc.collect()  # finalise the baseline's subprocess transports while the loop still runs
+    fork_costs()
     ref = SANDBOXFUSION_REFERENCE
     print(f"\nagainst SandboxFusion's figures from issue 21 (reference, not measured here): p50 "
           f"{ref['p50_ms'] / p50['print(1+1)']:.1f}x faster (target >= 6x, i.e. <= {TARGET['p50_ms']} ms: "
@@ -210,4 +329,6 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3, help="throughput cells per row (for the standard error)")
     parser.add_argument("--lean-image", action=argparse.BooleanOptionalAction, default=True,
                         help="the server's lean image for standard-library-only code (default on)")
+    parser.add_argument("--compare-with", metavar="DIR", default=None,
+                        help="another checkout whose server to measure beside this one (before/after a change)")
     asyncio.run(main(parser.parse_args()))

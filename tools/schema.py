@@ -37,7 +37,7 @@ class RunCodeRequest(BaseModel):
     """python (or python3), pytest, bash; any other value is answered 400 naming the supported ones."""
     run_timeout: Annotated[Number | None, Field(description="seconds of wall clock")] = None
     compile_timeout: Annotated[Number | None, Field(description="seconds; none of the languages compiles")] = None
-    memory_limit_MB: Annotated[StrictInt | None, Field(description="address space per process, MiB; <= 0: default")] = None  # noqa: N815
+    memory_limit_MB: Annotated[StrictInt | None, Field(description="address space per process, MiB; <= 0: default")] = None
     stdin: str | None = None
     files: dict[str, str | None] = Field(default_factory=dict)
     """Path (relative to the working directory) -> base64 contents, written before the run; None skips."""

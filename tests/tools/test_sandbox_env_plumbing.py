@@ -26,6 +26,14 @@ def _sessions(url: str) -> int:
     return int(httpx.get(f"{url}/health", timeout=10).json()["sessions"])
 
 
+def _wait_for_sessions(url: str, count: int) -> int:
+    """Poll /health until ``count`` sessions are open (deletion from synchronous code is asynchronous)."""
+    deadline = time.monotonic() + 10
+    while _sessions(url) != count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _sessions(url)
+
+
 async def _episode(url: str) -> dict:
     """One stateful episode (a tool call, then an answer); the info of its last step."""
     env = envs.make("agentrl/Arithmetic-v0", sandbox=url, stateful=True)
@@ -91,10 +99,7 @@ async def test_session_closed_when_the_episode_is_abandoned(sandbox_url: str, ho
         await env.astep("```python\nx = 1\n```")
         assert _sessions(sandbox_url) == before + 1
         env.reset(seed=1) if how == "reset" else env.close()
-        deadline = time.monotonic() + 10
-        while _sessions(sandbox_url) != before and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert _sessions(sandbox_url) == before
+        assert await asyncio.to_thread(_wait_for_sessions, sandbox_url, before) == before
     finally:
         env.close()
         await close_shared_clients()
@@ -107,10 +112,7 @@ def test_sync_episode_session_closed(sandbox_url: str) -> None:
     env.step("```python\nx = 1\n```")
     assert _sessions(sandbox_url) == before + 1
     env.close()  # from synchronous code: deleted on the background loop that opened it
-    deadline = time.monotonic() + 10
-    while _sessions(sandbox_url) != before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _sessions(sandbox_url) == before
+    assert _wait_for_sessions(sandbox_url, before) == before
 
 
 def test_url_list_builds_a_pool(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,26 +19,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DEADLINE = 20.0
 """Seconds allowed for every sandbox process to be gone after its parent was killed."""
-
-
-def _tree(root: int) -> list[int]:
-    """``root`` and every live (non-zombie) process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                children.setdefault(int(fields[1]), []).append(int(entry))
-    found, stack = [root], list(children.get(root, []))
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack += children.get(pid, [])
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -98,12 +79,12 @@ time.sleep(600)
 """
 
 
-def test_embedded_sandbox_dies_with_a_sigkilled_parent() -> None:
+def test_embedded_sandbox_dies_with_a_sigkilled_parent(descendants: Callable[[int], list[int]]) -> None:
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(PARENT.format(root=str(ROOT)))],
                               stdout=subprocess.PIPE, text=True)
     try:
         _, server, port = _read_line(parent, "READY", 120).split()
-        pids = _tree(int(server))
+        pids = [int(server), *descendants(int(server))]
         assert len(pids) >= 5, pids  # server, and per image a launcher, a zygote and its spare
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
@@ -113,7 +94,7 @@ def test_embedded_sandbox_dies_with_a_sigkilled_parent() -> None:
         parent.wait(10)
 
 
-def test_killed_trainer_leaves_no_sandbox(tmp_path: Path) -> None:
+def test_killed_trainer_leaves_no_sandbox(tmp_path: Path, descendants: Callable[[int], list[int]]) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("AGENTRL_SANDBOX_URL", "AGENTRL_SANDBOX_TOKEN")}
     cmd = [sys.executable, "-m", "agentrl.train", "run.steps=1", "sft.steps=0", "eval.tasks=0",
            f"run.output_dir={tmp_path}"]
@@ -121,10 +102,10 @@ def test_killed_trainer_leaves_no_sandbox(tmp_path: Path) -> None:
     try:
         line = _read_line(trainer, "started an embedded sandbox at", 60)
         port = int(line.rsplit(":", 1)[1])
-        pids = [p for p in _tree(trainer.pid) if "tools.server" in Path(f"/proc/{p}/cmdline").read_text()]
+        pids = [p for p in descendants(trainer.pid) if "tools.server" in Path(f"/proc/{p}/cmdline").read_text()]
         if not pids:
             pytest.fail("no sandbox process below the trainer")
-        pids = sorted({p for s in pids for p in _tree(s)})  # with the sandboxed children (cmdline unchanged)
+        pids = sorted({q for p in pids for q in (p, *descendants(p))})  # with the children (same cmdline)
         trainer.send_signal(signal.SIGKILL)
         trainer.wait(10)
         _assert_all_gone(pids, port)

@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tools.server import runner
+from tools.server import procs, runner
 from tools.server.isolation import syscalls
 
 MAX_PACKET_BYTES = 64 * 1024
@@ -83,15 +83,8 @@ class Forker:
 
     def poll(self) -> None:
         """Collect the exit reports that have arrived (non-blocking)."""
-        assert self.sock is not None
-        while True:
-            try:
-                packet = self.sock.recv(MAX_PACKET_BYTES)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                raise ForkerFailed(f"{self.image} forker is gone: {exc!r}") from exc
-            self._take(packet)
+        while self._receive() is not None:
+            pass
 
     def _next(self, keys: tuple[str, ...], timeout: float) -> dict[str, Any]:
         """Wait for the next message holding one of ``keys`` (exit reports met on the way are kept)."""
@@ -100,17 +93,19 @@ class Forker:
         while True:
             if not select.select([fd], [], [], timeout)[0]:
                 raise ForkerFailed(f"{self.image} forker did not answer within {timeout}s")
-            try:
-                packet = self.sock.recv(MAX_PACKET_BYTES)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                raise ForkerFailed(f"{self.image} forker is gone: {exc!r}") from exc
-            message = self._take(packet)
-            if any(key in message for key in keys):
+            message = self._receive()
+            if message is not None and any(key in message for key in keys):
                 return message
 
-    def _take(self, packet: bytes) -> dict[str, Any]:
+    def _receive(self) -> dict[str, Any] | None:
+        """One message if one is waiting (exit reports are also kept in ``exits``); None if none is."""
+        assert self.sock is not None
+        try:
+            packet = self.sock.recv(MAX_PACKET_BYTES)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise ForkerFailed(f"{self.image} forker is gone: {exc!r}") from exc
         if not packet:
             raise ForkerFailed(f"{self.image} forker exited")
         message = json.loads(packet)
@@ -176,11 +171,5 @@ def _serve(sock: socket.socket, preload: list[str], plan_for: Callable[[dict[str
 
 
 def _report_exits(sock: socket.socket) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    for pid, status in procs.reap_exited():
         sock.send(json.dumps({"exit": pid, "status": status}).encode())

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tools.server import protocol, workfiles
+from tools.server import procs, protocol, workfiles
 from tools.server.isolation import landlock, privileges, rlimits, seccomp, syscalls
 
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -247,13 +247,7 @@ def _end_cell(plan: ChildPlan) -> None:
             os.kill(-1, signal.SIGKILL)  # every process of this uid but us; see privileges.kill_uid
         except OSError:
             pass
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if pid == 0:
-            break
+    procs.reap_exited()
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)

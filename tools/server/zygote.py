@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tools.server import protocol, runner
+from tools.server import procs, protocol, runner
 from tools.server.forker import Forker, ForkerFailed
 from tools.server.isolation import landlock, namespaces, privileges, rlimits, seccomp, syscalls
 from tools.server.runner import ChildPlan
@@ -258,7 +258,7 @@ class Zygote:
         if child.uid is not None and self.ns.pid:
             # Everything of its uid is killed; wait until the last of it is reaped, so the next child of
             # this uid never coexists with a remnant of the previous one.
-            self._wait_until(lambda: not _uid_processes(child.uid), deadline)  # type: ignore[arg-type]
+            self._wait_until(lambda: not procs.uid_processes(child.uid), deadline)  # type: ignore[arg-type]
         if child.status is None:
             warn(f"child {child.pid} of uid {child.uid} not reaped within {DEFAULT_REAP_TIMEOUT}s")
         shutil.rmtree(child.workdir, ignore_errors=True)
@@ -285,7 +285,7 @@ class Zygote:
         keep = {c.pid for c in (*self.sessions.values(), *self.spares.values()) if c is not child}
         keep |= {f.pid for f in self.forkers.values()}
         for _ in range(5):
-            victims = _descendants(child.pid, set()) + _descendants(os.getpid(), keep)
+            victims = procs.descendants(child.pid, set()) + procs.descendants(os.getpid(), keep)
             if not victims:
                 break
             for pid in victims:
@@ -317,13 +317,7 @@ class Zygote:
             forker.poll()
             ended += forker.exits
             forker.exits = []
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+        for pid, status in procs.reap_exited():
             if any(f.pid == pid for f in self.forkers.values()):
                 raise ForkerFailed(f"a forker exited with status {status}")
             ended.append((pid, status))  # an orphan, or a child whose forker died before reaping it
@@ -668,42 +662,6 @@ found["rlimits"] = resource.getrlimit(resource.RLIMIT_NPROC)[1] != resource.RLIM
     resource.getrlimit(resource.RLIMIT_AS)[1] != resource.RLIM_INFINITY
 print(json.dumps(found))
 """
-
-
-def _descendants(root: int, keep: set[int]) -> list[int]:
-    """Pids below ``root`` in the process tree, skipping the subtrees rooted at ``keep``."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found: list[int] = []
-    stack = [p for p in children.get(root, []) if p not in keep]
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack += [p for p in children.get(pid, []) if p not in keep]
-    return found
-
-
-def _uid_processes(uid: int) -> list[int]:
-    """Pids (zombies included) whose real uid is ``uid``, from our own pid namespace's /proc."""
-    prefix = f"Uid:\t{uid}\t"
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/status") as f:
-                    if any(line.startswith(prefix) for line in f):
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 def _private_dir(prefix: str) -> str:
