@@ -42,6 +42,8 @@ from tools.embedded import EmbeddedSandbox, free_port  # noqa: E402
 
 SNIPPETS = {"print(1+1)": "print(1+1)", "sympy": "import sympy; print(sympy.sqrt(8))"}
 EXPECTED = {"print(1+1)": "2\n", "sympy": "2*sqrt(2)\n"}
+PYTEST_CODE = "def add(a, b):\n    return a + b\n\n\ndef test_add():\n    assert add(1, 2) == 3\n"
+"""A one-test module for the pytest row (SandboxFusion runs ``pytest file.py`` in a fresh process)."""
 DEFAULT_BASELINE_TIMEOUT = 600.0
 """Seconds one baseline process may take (32 concurrent sympy imports on 2 busy cores take minutes)."""
 BOOTSTRAP_SAMPLES = 1000
@@ -51,6 +53,20 @@ TARGET = {"p50_ms": 3.0, "runs_per_s_c8": 500.0}
 """Issue 21: >= 6x SandboxFusion's p50 and >= 5x its throughput at concurrency 8."""
 TICK = os.sysconf("SC_CLK_TCK")
 Runner = Callable[[str], Awaitable[str]]
+
+
+async def baseline_pytest(code: str) -> str:
+    """``python -m pytest`` on the code in a fresh process and directory; its exit code as text."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "test_solution.py").write_text(code)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_solution.py", cwd=tmp,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            env=dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1"),
+        )
+        return str(await asyncio.wait_for(proc.wait(), DEFAULT_BASELINE_TIMEOUT))
 
 
 async def baseline_run(code: str) -> str:
@@ -269,7 +285,8 @@ async def main(args: argparse.Namespace) -> None:
         await compare(args)
         print(f"load average at end: {load()}")
         return
-    with EmbeddedSandbox(workers=args.workers, max_queue=1024, lean_image=args.lean_image) as server:
+    options = {"preload": args.preload} if args.preload else {}
+    with EmbeddedSandbox(workers=args.workers, max_queue=1024, lean_image=args.lean_image, **options) as server:
         async with SandboxClient(server.url, max_retries=10) as client:
             health = await client.health()
             layers = ", ".join(k for k, v in health["isolation"].items() if v)
@@ -293,6 +310,20 @@ async def main(args: argparse.Namespace) -> None:
                 p50[name] = s50
                 print(f"{name:<22}{s50:>8.2f}±{median_se(s) * 1000:<5.2f}ms{percentile(s, 0.99) * 1000:>7.1f}ms"
                       f"{b50:>10.1f}±{median_se(b) * 1000:<5.1f}ms{percentile(b, 0.99) * 1000:>7.1f}ms{b50 / s50:>9.1f}x")
+
+            async def sandbox_pytest(code: str) -> str:
+                r = await client.run_code(code, language="pytest", run_timeout=60)
+                assert r.run_result is not None, r
+                return str(r.run_result.return_code)
+
+            n = max(10, args.requests // 10)
+            s, b = await latency(sandbox_pytest, PYTEST_CODE, "0", n), await latency(baseline_pytest, PYTEST_CODE, "0", n)
+            s50, b50 = statistics.median(s) * 1000, statistics.median(b) * 1000
+            warm = "preloaded" if "pytest" in health["preloaded"] else "cold"
+            print(f"{'pytest (' + warm + ')':<22}{s50:>8.1f}±{median_se(s) * 1000:<5.1f}ms{percentile(s, 0.99) * 1000:>7.1f}ms"
+                  f"{b50:>10.1f}±{median_se(b) * 1000:<5.1f}ms{percentile(b, 0.99) * 1000:>7.1f}ms{b50 / s50:>9.1f}x")
+            if args.latency_only:
+                return
             print(f"\n{'throughput runs/s':<22}{'sandbox':>16}{'baseline':>16}{'ratio':>8}")
             c8 = 0.0
             for name in SNIPPETS:
@@ -329,6 +360,10 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3, help="throughput cells per row (for the standard error)")
     parser.add_argument("--lean-image", action=argparse.BooleanOptionalAction, default=True,
                         help="the server's lean image for standard-library-only code (default on)")
+    parser.add_argument("--latency-only", action="store_true", help="only the sequential latency rows")
+    parser.add_argument("--preload", default=None,
+                        help="the server's preload list (e.g. add pytest: math,json,re,collections,itertools,"
+                             "fractions,numpy,sympy,pytest)")
     parser.add_argument("--compare-with", metavar="DIR", default=None,
                         help="another checkout whose server to measure beside this one (before/after a change)")
     asyncio.run(main(parser.parse_args()))
