@@ -44,7 +44,14 @@ import gymnasium as gym
 from .errors import ToolUnavailable
 from .functions import as_tool
 from .parsers import ERROR_KINDS, ParseResult, make_parser
-from .sandbox import background_loop, infrastructure_errors, resolve_sandbox_url, run_sync, shared_client
+from .sandbox import (
+    EpisodeSession,
+    background_loop,
+    infrastructure_errors,
+    resolve_sandbox_url,
+    run_sync,
+    shared_client,
+)
 from .spaces import Messages, UnicodeText
 from .tasks.base import Task, TaskSource
 from .tool import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_RUN_TIMEOUT, PythonTool, Tool, ToolOutput
@@ -357,6 +364,7 @@ class ToolEnv(TextEnv):
         self.observation_role = observation_role
         self._sandbox = sandbox
         self._sandbox_url: str | None = sandbox if isinstance(sandbox, str) else None
+        self._session: EpisodeSession | None = None
         if self.system_prompt is None:
             self.system_prompt = self.default_system_prompt()
 
@@ -396,6 +404,7 @@ class ToolEnv(TextEnv):
     async def call_tools(self, parsed: ParseResult) -> list[tuple[str, ToolOutput]]:
         if self.stateful and self.session_id is None:
             self.session_id = uuid.uuid4().hex
+            self._session = EpisodeSession(self.session_id, self.sandbox_client(), asyncio.get_running_loop())
         outputs = []
         for call in parsed.calls:  # in order: later calls may depend on earlier ones (stateful sessions)
             tool = self.tools.get(call.name)
@@ -416,9 +425,23 @@ class ToolEnv(TextEnv):
         return {"role": self.observation_role, "content": text}
 
     async def on_episode_end(self) -> None:
-        if self.stateful and self.session_id is not None:
-            session, self.session_id = self.session_id, None
-            await asyncio.wait_for(self.sandbox_client().delete_session(session), timeout=5.0)
+        session, self._session, self.session_id = self._session, None, None
+        if session is not None:
+            await session.aclose()
+
+    def _abandon_session(self) -> None:
+        """An episode left unfinished (reset or close mid-episode) gives its session back too."""
+        session, self._session, self.session_id = self._session, None, None
+        if session is not None:
+            session.close_soon()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[tuple, dict]:
+        self._abandon_session()
+        return super().reset(seed=seed, options=options)
+
+    def close(self) -> None:
+        self._abandon_session()
+        super().close()
 
 
 __all__ = ["BOXED_INSTRUCTION", "STOP_REASONS", "TOOL_METRICS", "StepResult", "TextEnv", "ToolEnv", "ToolUnavailable"]

@@ -1,23 +1,37 @@
-"""Which sandbox a tool env talks to, shared clients, and a background loop for synchronous ``step``.
+"""Which sandbox a tool env talks to, shared clients, episode sessions, and a background loop for
+synchronous ``step``.
 
 Resolution order for the sandbox URL: the env's ``sandbox`` argument, else ``$AGENTRL_SANDBOX_URL``,
 else an embedded sandbox started once per process (``tools.embedded.shared_sandbox_url``). Nothing is
-resolved or started until the first tool call, so building or checking an env is free.
+resolved or started until the first tool call, so building or checking an env is free. A URL may be a
+comma-separated list of servers: the envs then share a ``tools.client.SandboxPool`` over them. Every
+client created here sends the bearer token in ``$AGENTRL_SANDBOX_TOKEN`` (if set).
 
-Async clients are bound to an event loop (httpx pools are), so one client is shared per (loop, URL):
-many env instances running concurrently in one loop share one ``SandboxClient``.
+Async clients are bound to an event loop (httpx pools are), so one client is shared per (loop, URL,
+token): many env instances running concurrently in one loop share one client.
+
+A stateful env's sandbox session belongs to its episode (:class:`EpisodeSession`): deleted when the
+episode ends, and when the env is reset or closed with the episode unfinished; a client that vanishes
+without either leaves it to the server's idle TTL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import weakref
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 ENV_SANDBOX_URL = "AGENTRL_SANDBOX_URL"
+"""One server URL, or several separated by commas (a pool)."""
+ENV_SANDBOX_TOKEN = "AGENTRL_SANDBOX_TOKEN"
+"""Bearer token for every sandbox client the envs create (the training config's ``sandbox.token``)."""
+DEFAULT_SESSION_CLOSE_TIMEOUT = 5.0
+"""Seconds to wait for the server to delete an episode's session."""
 
 T = TypeVar("T")
 
@@ -37,16 +51,31 @@ def resolve_sandbox_url(url: str | None = None) -> str:
     return shared_sandbox_url()
 
 
-def shared_client(url: str) -> Any:
-    """The ``tools.client.SandboxClient`` for ``url`` in the running event loop (created on first use)."""
-    from tools.client import SandboxClient
+def sandbox_token() -> str | None:
+    """The token from $AGENTRL_SANDBOX_TOKEN (None when unset or empty)."""
+    return os.environ.get(ENV_SANDBOX_TOKEN) or None
 
+
+def make_client(url: str, token: str | None = None) -> Any:
+    """A ``SandboxClient`` for one URL, a ``SandboxPool`` for a comma-separated list of them."""
+    from tools.client import SandboxClient, SandboxPool
+
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if len(urls) > 1:
+        return SandboxPool(urls, token=token)
+    return SandboxClient(urls[0] if urls else url, token=token)
+
+
+def shared_client(url: str) -> Any:
+    """The client for ``url`` (and $AGENTRL_SANDBOX_TOKEN) in the running event loop, created on first use."""
     loop = asyncio.get_running_loop()
+    token = sandbox_token()
+    key = f"{url}\0{token or ''}"
     with _clients_lock:
         per_loop = _clients.setdefault(loop, {})
-        client = per_loop.get(url)
+        client = per_loop.get(key)
         if client is None:
-            client = per_loop[url] = SandboxClient(url)
+            client = per_loop[key] = make_client(url, token)
     return client
 
 
@@ -68,6 +97,42 @@ def infrastructure_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # the sandbox package is optional for envs without the python tool
         return (ToolUnavailable,)
     return (ToolUnavailable, SandboxClientError)
+
+
+@dataclass
+class EpisodeSession:
+    """A sandbox session owned by one episode, remembered with the client and loop that opened it."""
+
+    session_id: str
+    client: Any
+    loop: asyncio.AbstractEventLoop
+
+    async def aclose(self) -> None:
+        """Delete it on the server (bounded by DEFAULT_SESSION_CLOSE_TIMEOUT)."""
+        await asyncio.wait_for(self.client.delete_session(self.session_id), DEFAULT_SESSION_CLOSE_TIMEOUT)
+
+    def close_soon(self) -> None:
+        """From synchronous code (``env.reset``/``env.close`` mid-episode): delete it on the loop that opened
+        it, without waiting. A loop that is gone leaves the session to the server's idle TTL."""
+        if self.loop.is_closed():
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            task = self.loop.create_task(self._quiet_close())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+        elif self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._quiet_close(), self.loop)
+
+    async def _quiet_close(self) -> None:
+        with contextlib.suppress(Exception):  # best effort: the TTL reaps what this misses
+            await self.aclose()
+
+
+_closing: set[asyncio.Task[None]] = set()
 
 
 class _BackgroundLoop:

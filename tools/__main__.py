@@ -2,6 +2,6 @@
 
 import sys
 
-from tools.server import main
+from tools.server.cli import main
 
 sys.exit(main())

@@ -37,7 +37,7 @@ def free_port() -> int:
 def _flag(name: str, value: Any) -> list[str]:
     option = "--" + name.replace("_", "-")
     if isinstance(value, bool):
-        return [option] if value else []
+        return [option] if value else ["--no-" + name.replace("_", "-")]
     if isinstance(value, list | tuple):
         value = ",".join(map(str, value))
     return [option, str(value)]
@@ -63,7 +63,9 @@ class EmbeddedSandbox:
         return f"http://{HOST}:{self.port}"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "tools.server", "--host", HOST, "--port", str(self.port)]
+        # --parent-pid: the server exits when this process does, even on SIGKILL (tools.server.lifeline).
+        cmd = [sys.executable, "-m", "tools.server", "--host", HOST, "--port", str(self.port),
+               "--parent-pid", str(os.getpid())]
         for name, value in self.server_options.items():
             cmd += _flag(name, value)
         return cmd

@@ -16,7 +16,10 @@ from tools.embedded import EmbeddedSandbox
 UID_BASE = 1_400_000_000
 MAX_SESSIONS = 4
 WORKERS = 2
-UID_SPAN = WORKERS * (MAX_SESSIONS // WORKERS + 1)
+UIDS_PER_WORKER = MAX_SESSIONS // WORKERS + 2
+"""Per worker: the one-shot uids of its full and lean zygotes, then one per session slot."""
+UID_SPAN = WORKERS * UIDS_PER_WORKER
+ONE_SHOT_UIDS = {UID_BASE + w * UIDS_PER_WORKER + image for w in range(WORKERS) for image in (0, 1)}
 SETTLE_TIMEOUT = 10.0
 
 
@@ -38,9 +41,11 @@ def sandbox_processes() -> dict[int, list[int]]:
 
 
 def leftovers() -> dict[int, list[int]]:
-    """Processes beyond the one idle pre-forked spare each worker keeps under its one-shot uid."""
-    one_shot = {UID_BASE + w * (MAX_SESSIONS // WORKERS + 1) for w in range(WORKERS)}
-    return {uid: pids for uid, pids in sandbox_processes().items() if uid not in one_shot or len(pids) > 1}
+    """Processes beyond the one idle pre-forked spare each zygote keeps under its one-shot uid.
+
+    A zygote tears a finished request down (kills every process of the uid and reaps the last of them)
+    before it forks the next spare, so a one-shot uid never holds a remnant and a spare at once."""
+    return {uid: pids for uid, pids in sandbox_processes().items() if uid not in ONE_SHOT_UIDS or len(pids) > 1}
 
 
 def describe(found: dict[int, list[int]]) -> list[str]:
@@ -72,11 +77,13 @@ def sandbox(server: EmbeddedSandbox) -> Iterator[SyncSandboxClient]:
         nonce = uuid.uuid4().hex
         r = client.run_code(f"print('{nonce}')")
         assert r.run_result is not None and r.run_result.stdout == f"{nonce}\n", r
-        # ...and no process the attack started is left.
+        # ...and no process the attack started is left (killed processes may take a moment to be reaped).
         deadline = time.monotonic() + SETTLE_TIMEOUT
         samples: list[list[str]] = []
         while (found := leftovers()) and time.monotonic() < deadline:
             if len(samples) < 3 or time.monotonic() > deadline - 0.2:
                 samples.append(describe(found))
             time.sleep(0.05)
-        assert leftovers() == {}, samples
+        # Sampled again: a remnant must not reappear beside the next spare (see leftovers()).
+        final = leftovers()
+        assert final == {}, samples + [describe(final)]

@@ -3,6 +3,7 @@ that the server answers the next request correctly and that no process of the re
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import sysconfig
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tools.client import SyncSandboxClient
+from tools.errors import SandboxHTTPError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,7 +56,7 @@ while True:
         pass
 """
     res, _ = run(sandbox, code, timeout=2)
-    assert res.status in ("TimeLimitExceeded", "Error")
+    assert res.status in ("TimeLimitExceeded", "Finished")
 
 
 def test_thread_bomb(sandbox: SyncSandboxClient) -> None:
@@ -86,12 +88,12 @@ def test_deep_recursion(sandbox: SyncSandboxClient) -> None:
     code = "import sys\nsys.setrecursionlimit(10**8)\ndef f(n): return f(n + 1) + 1\nf(0)"
     res, _ = run(sandbox, code, timeout=4)
     # Python 3.11 keeps pure-Python frames on the heap: the recursion ends by memory, time or a crash.
-    assert res.status in ("Error", "MemoryLimitExceeded", "TimeLimitExceeded")
+    assert res.status in ("Finished", "MemoryLimitExceeded", "TimeLimitExceeded")
 
 
 def test_ctypes_segfault(sandbox: SyncSandboxClient) -> None:
-    res, _ = run(sandbox, "import ctypes; ctypes.string_at(0)")
-    assert res.status == "Error" and res.return_code == -11
+    res, resp = run(sandbox, "import ctypes; ctypes.string_at(0)")
+    assert res.status == "Finished" and res.return_code == -11 and resp.status == "Failed"
 
 
 def test_fd_exhaustion(sandbox: SyncSandboxClient) -> None:
@@ -141,7 +143,7 @@ def test_disk_fill_tmp(sandbox: SyncSandboxClient) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/etc/shadow", "/proc/1/environ", "/root/.bashrc", str(REPO / "pyproject.toml"), str(REPO / "tools" / "server.py")],
+    ["/etc/shadow", "/proc/1/environ", "/root/.bashrc", str(REPO / "pyproject.toml"), str(REPO / "tools" / "server" / "cli.py")],
 )
 def test_reads_denied(sandbox: SyncSandboxClient, path: str) -> None:
     code = f"try:\n    print('read', len(open({path!r}, 'rb').read()))\nexcept OSError as e:\n    print('denied', e.errno)"
@@ -164,7 +166,7 @@ def test_server_environment_invisible(sandbox: SyncSandboxClient) -> None:
         os.path.join(sysconfig.get_paths()["purelib"], "agentrl_pwned.py"),
         "/dev/shm/agentrl-pwned",
         str(REPO / "tools" / "agentrl_pwned.py"),
-        str(REPO / "tools" / "server.py"),
+        str(REPO / "tools" / "server" / "cli.py"),
     ],
 )
 def test_writes_denied(sandbox: SyncSandboxClient, path: str) -> None:
@@ -239,7 +241,7 @@ print(' '.join(out))
 # ---- kernel interfaces ----------------------------------------------------------------------------------
 def test_kill_all(sandbox: SyncSandboxClient) -> None:
     res, _ = run(sandbox, "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError as e:\n    print(e)\nprint('alive')")
-    assert res.status in ("Finished", "Error")
+    assert res.status == "Finished"
 
 
 def test_kill_parent_and_pid1(sandbox: SyncSandboxClient) -> None:
@@ -329,3 +331,84 @@ def test_session_background_process_killed_after_cell(sandbox: SyncSandboxClient
     res, _ = run(sandbox, "print(p.poll())", session_id=sid)
     assert res.stdout.strip() not in ("None", "")
     sandbox.delete_session(sid)
+
+
+# ---- bash, pytest and the files API -------------------------------------------------------------------
+def run_lang(sandbox: SyncSandboxClient, language: str, code: str, timeout: float = 3.0, **kw: object):  # noqa: ANN201
+    return run(sandbox, code, timeout, language=language, **kw)
+
+
+def test_bash_fork_bomb(sandbox: SyncSandboxClient) -> None:
+    res, _ = run_lang(sandbox, "bash", ":(){ :|:& };:", timeout=2)
+    assert res.status in ("TimeLimitExceeded", "Finished")
+
+
+def test_bash_detached_background_process(sandbox: SyncSandboxClient) -> None:
+    res, _ = run_lang(sandbox, "bash", "setsid nohup sleep 60 >/dev/null 2>&1 &\ndisown\necho started")
+    assert res.stdout == "started\n"  # the fixture checks that the sleep did not outlive the request
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/etc/agentrl-pwned", "/tmp/agentrl-pwned", "/dev/shm/agentrl-pwned", str(REPO / "tools" / "agentrl_pwned.py")],
+)
+def test_bash_writes_outside_the_work_dir(sandbox: SyncSandboxClient, path: str) -> None:
+    res, _ = run_lang(sandbox, "bash", f"echo pwned > {path} && echo wrote || echo denied")
+    assert res.stdout.strip().endswith("denied"), res
+    assert not Path(path).exists() or "pwned" not in Path(path).read_text(errors="replace")
+
+
+def test_bash_reads_and_network_denied(sandbox: SyncSandboxClient) -> None:
+    code = (f"cat /etc/shadow >/dev/null 2>&1 && echo shadow-read || echo shadow-denied\n"
+            f"cat {REPO / 'pyproject.toml'} >/dev/null 2>&1 && echo repo-read || echo repo-denied\n"
+            "(exec 3<>/dev/tcp/1.1.1.1/80) 2>/dev/null && echo net-ok || echo net-denied")
+    res, _ = run_lang(sandbox, "bash", code, timeout=5)
+    assert res.stdout.split() == ["shadow-denied", "repo-denied", "net-denied"]
+
+
+def test_pytest_runs_inside_the_same_isolation(sandbox: SyncSandboxClient) -> None:
+    code = f"""
+import os, socket, pytest
+
+def test_no_network():
+    with pytest.raises(OSError):
+        socket.create_connection(("1.1.1.1", 80), timeout=1)
+
+def test_no_repo_read():
+    with pytest.raises(PermissionError):
+        open({str(REPO / 'pyproject.toml')!r}).read()
+
+def test_unprivileged():
+    assert os.getuid() != 0
+"""
+    res, resp = run_lang(sandbox, "pytest", code, timeout=20)
+    assert resp.status == "Success" and "3 passed" in res.stdout, res
+
+
+@pytest.mark.parametrize("path", ["../../etc/agentrl-pwned", "/etc/agentrl-pwned", "/tmp/agentrl-pwned"])
+def test_files_cannot_escape_the_work_dir(sandbox: SyncSandboxClient, path: str) -> None:
+    with pytest.raises(SandboxHTTPError) as err:
+        sandbox.run_code("print(1)", files={path: base64.b64encode(b"pwned").decode()})
+    assert err.value.status_code == 400
+    assert not Path(path).exists()
+
+
+def test_files_symlink_escape_in_a_session(sandbox: SyncSandboxClient) -> None:
+    sid = f"symlink-{uuid.uuid4().hex}"
+    target = Path("/etc/agentrl-pwned")
+    try:
+        run(sandbox, "import os\nos.symlink('/etc', 'cfg')\nos.symlink('/etc/agentrl-pwned', 'direct')", session_id=sid)
+        for path in ("cfg/agentrl-pwned", "direct"):
+            with pytest.raises(SandboxHTTPError) as err:
+                sandbox.run_code("print(1)", session_id=sid, files={path: base64.b64encode(b"pwned").decode()})
+            assert err.value.status_code == 400 and "symbolic link" in err.value.body
+        res, resp = run(sandbox, "print('alive')", session_id=sid, fetch_files=["cfg/shadow", "cfg/passwd"])
+        assert res.stdout == "alive\n" and resp.files == {}
+    finally:
+        sandbox.delete_session(sid)
+    assert not target.exists()
+
+
+def test_fetch_of_a_fifo_does_not_hang_the_sandbox(sandbox: SyncSandboxClient) -> None:
+    res, resp = run(sandbox, "import os; os.mkfifo('out')", fetch_files=["out"])
+    assert resp.status == "Success" and resp.files == {} and "not a regular file" in resp.message

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -33,3 +34,29 @@ def client(sandbox_url: str) -> Iterator[SyncSandboxClient]:
 def token_sandbox() -> Iterator[EmbeddedSandbox]:
     with EmbeddedSandbox(workers=1, token=TEST_TOKEN, preload="math", uid_base=1_300_000_000) as server:
         yield server
+
+
+def live_descendants(pid: int) -> list[int]:
+    """The live (non-zombie) processes below ``pid``, read from /proc (independently of the server's code)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    found, stack = [], list(children.get(pid, []))
+    while stack:
+        p = stack.pop()
+        found.append(p)
+        stack += children.get(p, [])
+    return found
+
+
+@pytest.fixture
+def descendants() -> Callable[[int], list[int]]:
+    """``live_descendants`` for tests that count or watch a server's processes."""
+    return live_descendants

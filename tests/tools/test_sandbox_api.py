@@ -28,13 +28,13 @@ def test_preloaded_sympy(client: SyncSandboxClient) -> None:
 def test_error_has_python_traceback(client: SyncSandboxClient) -> None:
     r = client.run_code("x = 1\n1/0")
     assert r.status == "Failed" and r.run_result is not None
-    assert r.run_result.status == "Error" and r.run_result.return_code == 1
+    assert r.run_result.status == "Finished" and r.run_result.return_code == 1
     assert 'File "<string>", line 2' in r.run_result.stderr and "ZeroDivisionError" in r.run_result.stderr
 
 
 def test_syntax_error_and_exit_codes(client: SyncSandboxClient) -> None:
     r = client.run_code("def (")
-    assert r.run_result is not None and r.run_result.status == "Error" and "SyntaxError" in r.run_result.stderr
+    assert r.run_result is not None and r.run_result.status == "Finished" and "SyntaxError" in r.run_result.stderr
     r = client.run_code("import sys; sys.exit(3)")
     assert r.run_result is not None and r.run_result.return_code == 3
     r = client.run_code("raise SystemExit")

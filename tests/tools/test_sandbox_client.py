@@ -1,13 +1,23 @@
-"""SandboxClient retries and errors, against an in-memory transport (no server needed)."""
+"""SandboxClient (retries, errors, per-call timeouts) and SandboxPool (balancing, failover, session replay,
+re-admission) against in-memory transports; the pool over real servers is in test_sandbox_pool.py."""
 
 from __future__ import annotations
+
+import asyncio
+import json
 
 import httpx
 import pytest
 
 import tools.client as client_module
-from tools.client import SandboxClient, SyncSandboxClient
-from tools.errors import SandboxHTTPError, SandboxOverloaded, SandboxTimeout, SandboxUnavailable
+from tools.client import USE_CLIENT_DEFAULT, SandboxClient, SandboxPool, SessionLost, SyncSandboxClient
+from tools.errors import (
+    SandboxAuthError,
+    SandboxHTTPError,
+    SandboxOverloaded,
+    SandboxTimeout,
+    SandboxUnavailable,
+)
 
 OK_BODY = {"status": "Success", "message": "", "run_result": {"status": "Finished", "execution_time": 0.01,
                                                              "return_code": 0, "stdout": "2\n", "stderr": ""}}
@@ -37,7 +47,10 @@ async def test_retries_429_then_succeeds() -> None:
     async with _client(handler) as c:
         r = await c.run_code("print(1+1)", run_timeout=2.0, session_id="s", stdin="x")
     assert r.run_result is not None and r.run_result.stdout == "2\n"
-    assert len(calls) == 3 and calls[0].headers["authorization"] == "Bearer tok"
+    posts = [c for c in calls if c.method == "POST"]
+    assert len(posts) == 3 and calls[0].headers["authorization"] == "Bearer tok"
+    # Closing the client deleted the session it had opened.
+    assert [(c.method, c.url.path) for c in calls[3:]] == [("DELETE", "/sessions/s")]
     body = httpx.Request("POST", "/", content=calls[0].content).read()
     assert b'"session_id":"s"' in body.replace(b" ", b"") and b'"run_timeout":2.0' in body.replace(b" ", b"")
 
@@ -103,3 +116,113 @@ async def test_delete_session_ignores_404_and_closed_client_errors() -> None:
 def test_sync_client_unreachable() -> None:
     with SyncSandboxClient("http://127.0.0.1:9", max_retries=0, timeout=2) as c, pytest.raises(SandboxUnavailable):
         c.health()
+
+
+async def test_per_call_timeout_overrides_the_client_default() -> None:
+    seen: list[dict[str, float | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return httpx.Response(200, json=OK_BODY)
+
+    async with _client(handler) as c:
+        c.timeout = 60.0
+        await c.run_code("print(1)", run_timeout=2.0)  # default: client timeout + run_timeout
+        await c.run_code("print(1)", run_timeout=2.0, timeout=7.5)
+        await c.run_code("print(1)", run_timeout=2.0, timeout=None)  # no limit
+        await c.run_code("print(1)", run_timeout=2.0, timeout=USE_CLIENT_DEFAULT)
+    assert [t["read"] for t in seen] == [62.0, 7.5, None, 62.0]
+    assert all(t["connect"] == client_module.DEFAULT_CONNECT_TIMEOUT for t in seen)
+
+
+async def test_401_is_a_clear_auth_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"detail": "missing or wrong bearer token"})
+
+    async with _client(handler) as c:
+        with pytest.raises(SandboxAuthError) as err:
+            await c.run_code("print(1)")
+    assert err.value.status_code == 401 and "AGENTRL_SANDBOX_TOKEN" in str(err.value)
+    assert isinstance(err.value, SandboxHTTPError)
+
+
+def _server(name: str, log: list[tuple[str, str, dict]], alive: dict[str, bool]):  # noqa: ANN202
+    """A fake server (MockTransport; the real two-server test is in test_sandbox_pool.py): it remembers
+    each session's variables by replaying nothing itself, so a replay is visible in ``log``."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if not alive[name]:
+            raise httpx.ConnectError("refused", request=request)
+        body = json.loads(request.content or b"{}")
+        log.append((name, request.method + " " + request.url.path, body))
+        if request.url.path == "/health":
+            return httpx.Response(200, json={"status": "ok"})
+        if request.method == "DELETE":
+            return httpx.Response(204)
+        out = OK_BODY | {"run_result": OK_BODY["run_result"] | {"stdout": f"{name}:{body['code']}\n"}}
+        return httpx.Response(200, json=out)
+
+    return handler
+
+
+def _pool(alive: dict[str, bool], log: list, **kw) -> SandboxPool:  # noqa: ANN001
+    pool = SandboxPool([f"http://{n}.test" for n in alive], max_retries=0, **kw)
+    for member, name in zip(pool.members, alive, strict=True):
+        member.client._http = httpx.AsyncClient(base_url=f"http://{name}.test",
+                                                transport=httpx.MockTransport(_server(name, log, alive)))
+    return pool
+
+
+async def test_pool_balances_and_fails_over_stateless_calls() -> None:
+    alive, log = {"a": True, "b": True}, []
+    async with _pool(alive, log, health_interval=0.05) as pool:
+        outs = await asyncio.gather(*(pool.run_code(f"{i}") for i in range(8)))
+        servers = [o.run_result.stdout.split(":")[0] for o in outs]
+        assert servers.count("a") == 4 and servers.count("b") == 4
+        alive["a"] = False
+        outs = [await pool.run_code(f"x{i}") for i in range(4)]
+        assert all(o.run_result.stdout.startswith("b:") for o in outs)
+        assert [m.healthy for m in pool.members] == [False, True]
+        alive["a"] = True  # re-admitted by the health probe
+        for _ in range(100):
+            if pool.members[0].healthy:
+                break
+            await asyncio.sleep(0.02)
+        assert pool.members[0].healthy
+        alive["a"] = alive["b"] = False
+        with pytest.raises(SandboxUnavailable):
+            await pool.run_code("nobody")
+
+
+async def test_pool_replays_a_session_on_another_server() -> None:
+    alive, log = {"a": True, "b": True}, []
+    async with _pool(alive, log, health_interval=60) as pool:
+        await pool.run_code("x = 1", session_id="s", files={"f.txt": "aGk="})
+        home = pool.sessions["s"].member.client.url[7]
+        await pool.run_code("x += 1", session_id="s")
+        alive[home] = False
+        r = await pool.run_code("print(x)", session_id="s")
+        other = "b" if home == "a" else "a"
+        assert r.run_result.stdout == f"{other}:print(x)\n"
+        moved = [(path, body.get("code"), body.get("files")) for name, path, body in log if name == other]
+        assert moved == [("POST /run_code", "x = 1", {"f.txt": "aGk="}), ("POST /run_code", "x += 1", None),
+                         ("POST /run_code", "print(x)", None)]
+        await pool.delete_session("s")
+        assert log[-1][:2] == (other, "DELETE /sessions/s")
+
+
+async def test_pool_session_too_large_to_replay_is_lost() -> None:
+    alive, log = {"a": True, "b": True}, []
+    async with _pool(alive, log, max_journal_bytes=10) as pool:
+        await pool.run_code("x = 'a long cell'", session_id="s")
+        alive[pool.sessions["s"].member.client.url[7]] = False
+        with pytest.raises(SessionLost):
+            await pool.run_code("print(x)", session_id="s")
+        assert "s" not in pool.sessions
+
+
+def test_pool_rejects_bad_url_lists() -> None:
+    with pytest.raises(ValueError):
+        SandboxPool([])
+    with pytest.raises(ValueError):
+        SandboxPool(["http://a", "http://a/"])

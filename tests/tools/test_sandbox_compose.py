@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from tools.server import parse_args
+from tools.server.cli import parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,6 +44,7 @@ def test_dockerfile() -> None:
     assert lines[0].startswith("FROM python:") and "slim" in lines[0]
     assert any(line.startswith("USER ") and not line.endswith((" root", " 0")) for line in lines)
     assert "numpy" in text and "sympy" in text and "fastapi" in text and "uvicorn" in text
+    assert "pytest" in text  # language: pytest needs it in the image
     assert "COPY tools/" in text and "EXPOSE 8080" in text
     assert "tools.server" in lines[-1] and "8080" in lines[-1]
     assert "HEALTHCHECK" in text and "/health" in text

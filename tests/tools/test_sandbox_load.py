@@ -9,6 +9,7 @@ import signal
 import time
 import uuid
 
+import httpx
 import pytest
 
 from tools.client import SandboxClient, SyncSandboxClient
@@ -109,24 +110,39 @@ def test_soak_2000_sequential(sandbox: EmbeddedSandbox) -> None:
     _soak(sandbox, 2000)
 
 
+def _restarts(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith("sandbox_worker_restarts_total")))
+
+
 def test_crashed_worker_is_restarted_and_session_replayed() -> None:
-    with EmbeddedSandbox(workers=1, preload="math", uid_base=1_600_000_000, session_idle_timeout=2) as s:
+    with EmbeddedSandbox(workers=1, preload="math", uid_base=1_600_000_000, session_idle_timeout=30) as s:
         assert s.process is not None
         with SyncSandboxClient(s.url) as client:
             sid = f"crash-{uuid.uuid4().hex}"
             client.run_code("total = 40", session_id=sid)
             client.run_code("total += 2", session_id=sid)
-            for zygote in _children(s.process.pid):
+            zygotes = _children(s.process.pid)
+            assert len(zygotes) == 1  # the worker's zygote launcher
+            for zygote in zygotes:
                 os.kill(zygote, signal.SIGKILL)
+            # The server notices the dead zygotes by itself (no request needed) and restarts the worker.
+            deadline = time.monotonic() + 60
+            while (_restarts(s.url) < 1 or client.health()["status"] != "ok") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _restarts(s.url) >= 1 and client.health()["status"] == "ok"
             r = client.run_code("print('after crash')")
-            if r.status == "SandboxError":  # the request that found the dead worker
-                r = client.run_code("print('after crash')")
-            assert r.run_result is not None and r.run_result.stdout == "after crash\n"
-            r = client.run_code("print(total)", session_id=sid)
+            assert r.run_result is not None and r.run_result.stdout == "after crash\n", r
+            r = client.run_code("print(total)", session_id=sid)  # rebuilt from the journal in the new zygote
             assert r.run_result is not None and r.run_result.stdout == "42\n", r
-            assert client.health()["status"] == "ok"
             assert client.health()["sessions"] == 1
+    with EmbeddedSandbox(workers=1, preload="math", uid_base=1_600_000_000, session_idle_timeout=2) as s:
+        with SyncSandboxClient(s.url) as client:
+            client.run_code("x = 1", session_id="idle")
             deadline = time.monotonic() + 10
             while client.health()["sessions"] and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert client.health()["sessions"] == 0  # closed after the idle timeout
+            metrics = httpx.get(f"{s.url}/metrics", timeout=10).text
+            assert 'sandbox_sessions_closed_total{reason="idle"} 1.0' in metrics
+            assert "sandbox_sessions_opened_total 1.0" in metrics

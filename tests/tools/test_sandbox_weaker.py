@@ -15,25 +15,6 @@ from tools.embedded import EmbeddedSandbox, free_port
 START_TIMEOUT = 120
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                children.setdefault(int(fields[1]), []).append(int(entry))
-    found, stack = [], list(children.get(pid, []))
-    while stack:
-        p = stack.pop()
-        found.append(p)
-        stack += children.get(p, [])
-    return found
-
-
 def test_refuses_to_start_without_a_layer() -> None:
     cmd = [sys.executable, "-m", "tools.server", "--port", str(free_port()), "--workers", "1", "--preload", "math",
            "--disable-layers", "seccomp"]
@@ -43,7 +24,7 @@ def test_refuses_to_start_without_a_layer() -> None:
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="disabling uids only differs from the default as root")
-def test_weaker_mode_reports_and_still_contains_processes() -> None:
+def test_weaker_mode_reports_and_still_contains_processes(descendants) -> None:  # noqa: ANN001
     with EmbeddedSandbox(workers=1, preload="math", allow_weaker_isolation=True,
                          disable_layers="namespaces,uids") as s, SyncSandboxClient(s.url) as client:
         health = client.health()
@@ -54,7 +35,7 @@ def test_weaker_mode_reports_and_still_contains_processes() -> None:
         assert r.run_result is not None and r.run_result.stdout == "42\n"
         assert s.process is not None
         time.sleep(0.5)
-        baseline = len(_descendants(s.process.pid))  # launcher-less zygote and its spare
+        baseline = len(descendants(s.process.pid))  # launcher-less zygote and its spare
         code = ("import os, time\nfor _ in range(5):\n    if os.fork() == 0:\n        os.setsid()\n"
                 "        if os.fork() == 0:\n            time.sleep(60)\n        os._exit(0)\nprint('spawned')")
         r = client.run_code(code)
@@ -62,6 +43,6 @@ def test_weaker_mode_reports_and_still_contains_processes() -> None:
         r = client.run_code("while True: pass", run_timeout=0.5)
         assert r.run_result is not None and r.run_result.status == "TimeLimitExceeded"
         deadline = time.monotonic() + 5
-        while len(_descendants(s.process.pid)) > baseline and time.monotonic() < deadline:
+        while len(descendants(s.process.pid)) > baseline and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(_descendants(s.process.pid)) <= baseline
+        assert len(descendants(s.process.pid)) <= baseline

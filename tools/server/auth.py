@@ -6,10 +6,10 @@ import hmac
 
 from fastapi import HTTPException, Request, status
 
-from tools.settings import SettingsDep
+from tools.server.settings import SettingsDep
 
 
-def require_token(request: Request, settings: SettingsDep) -> None:
+async def require_token(request: Request, settings: SettingsDep) -> None:
     """401 unless the request carries ``Authorization: Bearer <token>`` (when a token is configured)."""
     if settings.token is None:
         return

@@ -14,7 +14,7 @@ import struct
 import sys
 from collections.abc import Iterable
 
-from tools.isolation import syscalls
+from tools.server.isolation import syscalls
 
 SYS_LANDLOCK_CREATE_RULESET = 444
 SYS_LANDLOCK_ADD_RULE = 445

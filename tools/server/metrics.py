@@ -83,17 +83,21 @@ class Metrics:
         self.timeouts = Counter("sandbox_timeouts_total", "snippets stopped by the time limit")
         self.rejected = Counter("sandbox_rejected_total", "requests refused before running, by reason")
         self.worker_restarts = Counter("sandbox_worker_restarts_total", "zygotes restarted after a crash")
+        self.sessions_opened = Counter("sandbox_sessions_opened_total", "stateful sessions created")
+        self.sessions_closed = Counter(
+            "sandbox_sessions_closed_total", "sessions closed, by reason (client: DELETE, idle: TTL reaper)"
+        )
         self.latency = Histogram("sandbox_request_seconds", "run_code latency (queue + run), seconds")
         self.execution = Histogram("sandbox_execution_seconds", "snippet wall-clock time in the sandbox")
         self.gauges = [
             Gauge("sandbox_queue_depth", "requests waiting for a worker", queue_depth),
-            Gauge("sandbox_active_sessions", "live stateful sessions", active_sessions),
+            Gauge("sandbox_active_sessions", "open stateful sessions", active_sessions),
             Gauge("sandbox_busy_workers", "workers running a snippet", busy_workers),
         ]
 
     def render(self) -> str:
         lines: list[str] = []
-        for metric in (self.requests, self.timeouts, self.rejected, self.worker_restarts, self.latency,
-                       self.execution, *self.gauges):
+        for metric in (self.requests, self.timeouts, self.rejected, self.worker_restarts, self.sessions_opened,
+                       self.sessions_closed, self.latency, self.execution, *self.gauges):
             lines += metric.render()
         return "\n".join(lines) + "\n"

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from tools.workers import Worker
+from tools.server.workers import Worker
 
 
 class TooManySessions(Exception):
@@ -24,22 +25,26 @@ class Session:
     worker: Worker
     generation: int | None = None
     """The worker generation holding the live child, None when the child must be rebuilt."""
-    journal: list[str] | None = field(default_factory=list)
-    """Cells to replay; None once it outgrew the journal limit (the session can no longer be rebuilt)."""
+    journal: list[dict[str, Any]] | None = field(default_factory=list)
+    """Cells to replay (code, language, args, files); None once it outgrew the journal limit (the session
+    can no longer be rebuilt)."""
     journal_bytes: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    new: bool = True
+    """Not yet used by a request (for the sessions_opened metric)."""
 
     def needs_replay(self) -> bool:
         return self.generation != self.worker.generation
 
-    def record(self, code: str, max_bytes: int) -> None:
+    def record(self, cell: dict[str, Any], max_bytes: int) -> None:
         if self.journal is None:
             return
-        self.journal_bytes += len(code.encode())
+        files = cell.get("files") or {}
+        self.journal_bytes += len(cell["code"].encode()) + sum(len(v or "") for v in files.values())
         if self.journal_bytes > max_bytes:
             self.journal = None
         else:
-            self.journal.append(code)
+            self.journal.append(cell)
 
 
 class SessionRegistry:
@@ -56,6 +61,7 @@ class SessionRegistry:
         session = self.sessions.get(session_id)
         if session is not None:
             session.last_used = time.monotonic()
+            session.new = False
             return session
         if len(self.sessions) >= self.max_sessions:
             raise TooManySessions(f"{len(self.sessions)} sessions are open (limit {self.max_sessions})")

@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 
-from tools.auth import require_token
-from tools.metrics import CONTENT_TYPE
-from tools.routers.run import SandboxDep
+from tools.server.auth import require_token
+from tools.server.metrics import CONTENT_TYPE
+from tools.server.routers.run import SandboxDep
 
 router = APIRouter(tags=["status"])
 

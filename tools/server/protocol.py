@@ -64,6 +64,28 @@ def read_frame_fd(fd: int, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> dict[str
     return decode(body)
 
 
+class FrameReader:
+    """Assembles one frame from chunks read without blocking (a peer that stalls mid-frame cannot hang us)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> dict[str, Any] | None:
+        """Add bytes; returns the message once complete. Raises ProtocolError on an oversized or bad frame."""
+        self.buffer += chunk
+        if len(self.buffer) < HEADER.size:
+            return None
+        (size,) = HEADER.unpack_from(self.buffer)
+        if size > self.max_bytes:
+            raise ProtocolError(f"frame of {size} bytes exceeds {self.max_bytes}")
+        if len(self.buffer) < HEADER.size + size:
+            return None
+        if len(self.buffer) > HEADER.size + size:
+            raise ProtocolError("bytes after the frame")
+        return decode(bytes(self.buffer[HEADER.size :]))
+
+
 def write_frame_fd(fd: int, message: dict[str, Any]) -> None:
     data = memoryview(encode(message))
     while data:

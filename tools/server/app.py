@@ -9,9 +9,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from tools.routers import run, status
-from tools.service import Sandbox
-from tools.settings import Settings
+from tools.server.routers import run, status
+from tools.server.service import Sandbox
+from tools.server.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

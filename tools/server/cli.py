@@ -15,8 +15,9 @@ import sys
 
 import uvicorn
 
-from tools.app import create_app
-from tools.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, TOKEN_ENV, Settings
+from tools.server import lifeline
+from tools.server.app import create_app
+from tools.server.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, TOKEN_ENV, Settings
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -25,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="snippets that run at once")
     p.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (or ${TOKEN_ENV})")
-    p.add_argument("--allow-weaker-isolation", action="store_true",
+    p.add_argument("--allow-weaker-isolation", action=argparse.BooleanOptionalAction, default=None,
                    help="start even if an isolation layer is unavailable (/health reports which)")
     p.add_argument("--max-queue", type=int, default=None, help="requests that may wait before 429")
     p.add_argument("--queue-timeout", type=float, default=None, help="seconds a request may wait for a worker")
@@ -37,6 +38,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--session-idle-timeout", type=float, default=None)
     p.add_argument("--preload", default=None, help="comma-separated modules each zygote imports")
     p.add_argument("--uid-base", type=int, default=None)
+    p.add_argument("--lean-image", action=argparse.BooleanOptionalAction, default=None,
+                   help="a second, lean zygote per worker for standard-library-only code (default on)")
+    p.add_argument("--max-files-bytes", type=int, default=None, help="decoded bytes of a request's files")
+    p.add_argument("--fetch-limit-bytes", type=int, default=None, help="bytes of fetch_files returned per request")
+    p.add_argument("--parent-pid", type=int, default=None,
+                   help="exit when this process exits (tools.embedded sets it to the program that started us)")
     p.add_argument("--disable-layers", default=None,
                    help="comma-separated layers to switch off (namespaces, uids, seccomp, landlock); for tests")
     p.add_argument("--log-level", default="warning")
@@ -54,6 +61,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
+    if settings.parent_pid is not None:
+        if not lifeline.parent_alive(settings.parent_pid):
+            logging.error("parent process %d is already gone", settings.parent_pid)
+            return 4
+        lifeline.watch(settings.parent_pid, grace=2 * settings.shutdown_timeout)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

@@ -12,7 +12,7 @@ import errno
 import platform
 import struct
 
-from tools.isolation import syscalls
+from tools.server.isolation import syscalls
 
 # <linux/filter.h> classic BPF opcodes
 BPF_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS

@@ -9,16 +9,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from tools.isolation import LAYERS
-from tools.metrics import Metrics
 from tools.schema import RunCodeResponse, RunResult
-from tools.sessions import Session, SessionRegistry, TooManySessions
-from tools.settings import Settings
-from tools.workers import Overloaded, Pool, Worker, WorkerFailure
+from tools.server import images
+from tools.server.isolation import LAYERS
+from tools.server.metrics import Metrics
+from tools.server.sessions import Session, SessionRegistry, TooManySessions
+from tools.server.settings import Settings
+from tools.server.workers import Overloaded, Pool, Worker, WorkerFailure
 
-log = logging.getLogger("tools.service")
+log = logging.getLogger("tools.server.service")
 
 DEFAULT_REAPER_INTERVAL = 5.0
 """Seconds between sweeps for idle sessions."""
@@ -34,6 +36,8 @@ class Sandbox:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.workers = [Worker(i, settings) for i in range(settings.workers)]
+        for worker in self.workers:
+            worker.on_death = lambda w: self._spawn(self._restart(w))
         self.pool = Pool(self.workers, settings.queue_limit, settings.queue_timeout)
         self.sessions = SessionRegistry(self.workers, settings.max_sessions, settings.sessions_per_worker)
         self.metrics = Metrics(
@@ -42,6 +46,8 @@ class Sandbox:
             busy_workers=lambda: self.pool.busy,
         )
         self.layers: dict[str, bool] = {}
+        self.languages: set[str] = set()
+        """Runners available here (pytest needs the package, bash its binary); from the start-up probe."""
         self.report: dict[str, Any] = {}
         self.started = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -51,6 +57,7 @@ class Sandbox:
         reports = await asyncio.gather(*(w.start() for w in self.workers))
         self.report = reports[0]
         self.layers = {name: all(r["layers"].get(name, False) for r in reports) for name in LAYERS}
+        self.languages = set(self.report.get("languages", ["python"]))
         missing = [name for name, ok in self.layers.items() if not ok]
         if missing and not self.settings.allow_weaker_isolation:
             await self.stop()
@@ -77,6 +84,8 @@ class Sandbox:
 
     async def _restart(self, worker: Worker) -> None:
         """Bring a crashed worker back; its sessions will replay their journals on their next request."""
+        if worker.index in self.pool.restarting:
+            return  # a failed request and the worker's death watch can both ask; one restart is enough
         self.pool.restarting.add(worker.index)
         self.metrics.worker_restarts.inc()
         try:
@@ -97,26 +106,31 @@ class Sandbox:
             await asyncio.sleep(min(DEFAULT_REAPER_INTERVAL, self.settings.session_idle_timeout))
             for session in self.sessions.idle(self.settings.session_idle_timeout):
                 with contextlib.suppress(Overloaded, WorkerFailure):
-                    await self.delete_session(session.session_id)
+                    await self.delete_session(session.session_id, reason="idle")
 
     # ---- requests ------------------------------------------------------------------------------------
-    async def run(self, code: str, run_timeout: float, stdin: str | None, session_id: str | None) -> RunCodeResponse:
-        """Raises Overloaded (429) or TooManySessions (429); everything else becomes a response."""
+    async def run(self, job: Job) -> RunCodeResponse:
+        """Raises Overloaded or TooManySessions (429) and FilesRefused (400); all else becomes a response."""
         start = time.monotonic()
         session: Session | None = None
-        if session_id is not None:
-            session = self.sessions.get_or_create(session_id)
+        if job.session_id is not None:
+            session = self.sessions.get_or_create(job.session_id)
+            if session.new:
+                self.metrics.sessions_opened.inc()
+        image = images.image_for(job.language, job.code, session=session is not None,
+                                 lean_available=self.settings.lean_image)
         worker = await self.pool.acquire(session.worker if session is not None else None)
         try:
-            message: dict[str, Any] = {"op": "run", "code": code, "stdin": stdin or "", "timeout": run_timeout}
-            budget = run_timeout + self.settings.grace
+            message: dict[str, Any] = {"op": "run", "image": image, **job.cell(self.settings.fetch_limit_bytes),
+                                       "stdin": job.stdin or "", "timeout": job.run_timeout}
+            budget = job.run_timeout + self.settings.grace
             if session is not None:
                 message["session"] = session.session_id
                 if session.needs_replay():
                     if session.journal is None:
                         return self._sandbox_error("session state was lost and its journal is too large to replay")
                     message["replay"] = session.journal
-                    budget += run_timeout * len(session.journal)
+                    budget += job.run_timeout * len(session.journal)
             reply = await worker.call(message, budget)
         except WorkerFailure as exc:
             log.warning("%s", exc)
@@ -134,19 +148,25 @@ class Sandbox:
             self.metrics.latency.observe(time.monotonic() - start)
         if "error" in reply:
             return self._sandbox_error(str(reply["error"]))
-        response = self._response(reply)
         if session is not None:
             session.last_used = time.monotonic()
             session.generation = worker.generation if reply.get("session_alive") else None
-            if response.run_result is not None and response.run_result.status in ("Finished", "Error"):
-                session.record(code, self.settings.max_journal_bytes)
+        if reply.get("refused"):
+            self.metrics.rejected.inc(reason="files")
+            raise FilesRefused(str(reply["refused"]))
+        response = self._response(reply)
+        if session is not None:
+            if response.run_result is not None and response.run_result.status == "Finished":
+                # Only cells that ran to their end: a replayed time-out would time out again.
+                session.record(job.journal_entry(), self.settings.max_journal_bytes)
             response.session_id = session.session_id
         return response
 
-    async def delete_session(self, session_id: str) -> bool:
+    async def delete_session(self, session_id: str, reason: str = "client") -> bool:
         session = self.sessions.remove(session_id)
         if session is None:
             return False
+        self.metrics.sessions_closed.inc(reason=reason)
         if session.generation == session.worker.generation:
             worker = await self.pool.acquire(session.worker)
             try:
@@ -158,36 +178,38 @@ class Sandbox:
         return True
 
     def _sandbox_error(self, message: str) -> RunCodeResponse:
-        self.metrics.requests.inc(status="SandboxError")
-        return RunCodeResponse(status="SandboxError", message=message)
+        self.metrics.requests.inc(status="SandboxError", run_status="Error")
+        return RunCodeResponse(status="SandboxError", message=message,
+                               run_result=RunResult(status="Error", stderr=message))
 
     def _response(self, reply: dict[str, Any]) -> RunCodeResponse:
-        signal_number = reply.get("signal")
+        """SandboxFusion's semantics: Finished whatever the exit code; Success only for exit code 0."""
+        if reply.get("runner_error"):
+            return self._sandbox_error(str(reply["runner_error"]))
         rc = reply.get("rc")
-        if rc is None and signal_number is not None:
-            rc = -int(signal_number)
-        if reply.get("timed_out") or _cpu_kill(reply):
-            status = "TimeLimitExceeded"
+        status: str
+        if reply.get("timed_out"):
+            status, rc = "TimeLimitExceeded", None
             self.metrics.timeouts.inc()
         elif reply.get("memory"):
             status = "MemoryLimitExceeded"
-        elif rc == 0:
-            status = "Finished"
         else:
-            status = "Error"
+            status = "Finished"
         elapsed = float(reply.get("elapsed") or 0.0)
         self.metrics.execution.observe(elapsed)
         result = RunResult(
-            status=status,
+            status=status,  # type: ignore[arg-type]
             execution_time=round(elapsed, 6),
             return_code=rc,
             stdout=str(reply.get("stdout", "")),
             stderr=str(reply.get("stderr", "")),
         )
-        outcome = "Success" if status == "Finished" else "Failed"
+        outcome = "Success" if status == "Finished" and rc == 0 else "Failed"
         self.metrics.requests.inc(status=outcome, run_status=status)
-        message = "" if outcome == "Success" else _explain(status, rc)
-        return RunCodeResponse(status=outcome, message=message, run_result=result, truncated=bool(reply.get("truncated")))
+        notes = [str(n) for n in reply.get("notes") or ()]
+        message = "; ".join(([] if outcome == "Success" else [_explain(status, rc)]) + notes)
+        return RunCodeResponse(status=outcome, message=message, run_result=result,  # type: ignore[arg-type]
+                               files=reply.get("files") or {}, truncated=bool(reply.get("truncated")))
 
     def health(self) -> dict[str, Any]:
         missing = [name for name, ok in self.layers.items() if not ok]
@@ -203,13 +225,10 @@ class Sandbox:
             "queue_depth": self.pool.waiting,
             "sessions": len(self.sessions),
             "preloaded": self.report.get("preloaded", []),
+            "languages": sorted(self.languages),
+            "lean_image": self.settings.lean_image,
             "errors": self.report.get("errors", []),
         }
-
-
-def _cpu_kill(reply: dict[str, Any]) -> bool:
-    """SIGXCPU (24) is RLIMIT_CPU's signal: the CPU-time backstop of the wall-clock limit fired."""
-    return reply.get("rc") is None and reply.get("signal") == 24
 
 
 def _explain(status: str, rc: int | None) -> str:
@@ -222,4 +241,40 @@ def _explain(status: str, rc: int | None) -> str:
     return f"the code exited with status {rc}"
 
 
-__all__ = ["Sandbox", "IsolationMissing", "Overloaded", "TooManySessions"]
+class FilesRefused(ValueError):
+    """The sandboxed child refused the request's ``files`` (a path through a symbolic link, say)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One validated /run_code request (the router builds it; the language is canonical)."""
+
+    code: str
+    language: str
+    run_timeout: float
+    stdin: str | None = None
+    session_id: str | None = None
+    args: tuple[str, ...] = ()
+    files: dict[str, str | None] = field(default_factory=dict)
+    fetch_files: tuple[str, ...] = ()
+    memory_bytes: int | None = None
+
+    def cell(self, fetch_limit: int) -> dict[str, Any]:
+        """The fields the child needs (see tools.server.zygote.CELL_KEYS)."""
+        cell: dict[str, Any] = {"code": self.code, "language": self.language}
+        if self.args:
+            cell["args"] = list(self.args)
+        if self.files:
+            cell["files"] = self.files
+        if self.fetch_files:
+            cell["fetch"], cell["fetch_limit"] = list(self.fetch_files), fetch_limit
+        if self.memory_bytes is not None:
+            cell["memory"] = self.memory_bytes
+        return cell
+
+    def journal_entry(self) -> dict[str, Any]:
+        """What replaying this cell into a rebuilt session needs (files included, nothing fetched)."""
+        return self.cell(0) | {"fetch": []}
+
+
+__all__ = ["FilesRefused", "IsolationMissing", "Job", "Overloaded", "Sandbox", "TooManySessions"]

@@ -53,3 +53,14 @@ def lower_cpu(seconds: float, *, lock_hard: bool) -> None:
     if hard != resource.RLIM_INFINITY:
         value = min(value, hard)
     resource.setrlimit(resource.RLIMIT_CPU, (value, value if lock_hard else hard))
+
+
+def set_memory(limit_bytes: int | None, *, lock_hard: bool) -> None:
+    """This cell's address-space limit (``memory_limit_MB``), never above the server's hard limit.
+
+    None restores the server's limit (soft = hard). A one-shot child locks the hard limit too; a session
+    keeps its hard limit so a later cell may ask for more again (up to the server's).
+    """
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    value = hard if limit_bytes is None or hard != resource.RLIM_INFINITY and limit_bytes > hard else limit_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (value, value if lock_hard else hard))

@@ -8,6 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tools.server.zygote import SESSION_SLOT
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_WORKERS = max(1, min(os.cpu_count() or 1, 8))
@@ -18,6 +20,12 @@ DEFAULT_MAX_RUN_TIMEOUT = 120.0
 DEFAULT_GRACE = 10.0
 DEFAULT_MAX_CODE_BYTES = 1024 * 1024
 DEFAULT_MAX_STDIN_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_FILES = 256
+"""Entries in a request's ``files`` or ``fetch_files``."""
+DEFAULT_MAX_FILES_BYTES = 16 * 1024 * 1024
+"""Decoded bytes of all ``files`` of one request."""
+DEFAULT_FETCH_LIMIT_BYTES = 16 * 1024 * 1024
+"""Bytes of all ``fetch_files`` returned by one request (files beyond it are left out with a note)."""
 DEFAULT_OUTPUT_LIMIT_BYTES = 64 * 1024
 DEFAULT_MEMORY_MB = 1024
 DEFAULT_MAX_PROCESSES = 64
@@ -34,7 +42,11 @@ DEFAULT_UID_BASE = 1_000_000_000
 UID_BLOCK = 1024
 """Uids per server when the base is chosen automatically (servers get distinct blocks by pid)."""
 DEFAULT_PRELOAD: tuple[str, ...] = ("math", "json", "re", "collections", "itertools", "fractions", "numpy", "sympy")
+"""Add ``pytest`` for pytest-heavy workloads: ~70 ms instead of ~0.5 s per pytest run, but every fork of the
+full image then costs about a quarter more (measured in docs/sandbox.md)."""
 DISABLEABLE_LAYERS: tuple[str, ...] = ("namespaces", "uids", "seccomp", "landlock")
+BODY_OVERHEAD_BYTES = 64 * 1024
+"""Room for JSON syntax, escaping and the small fields on top of the code, stdin and files limits."""
 TOKEN_ENV = "AGENTRL_SANDBOX_TOKEN"
 """Environment variable read for the bearer token (keeps it out of the process list)."""
 
@@ -82,11 +94,20 @@ class Settings(BaseModel):
     disabled_layers: tuple[str, ...] = ()
     """Layers to switch off on purpose (any of DISABLEABLE_LAYERS), to exercise the fallbacks in tests."""
     preload: tuple[str, ...] = DEFAULT_PRELOAD
-    """Modules every zygote imports once, so snippets get them for free."""
+    """Modules every full zygote imports once, so snippets get them for free."""
+    lean_image: bool = True
+    """Give each worker a second, lean zygote (standard-library preloads only) for code that imports nothing
+    else: its children fork in about half the CPU time (tools.server.images)."""
+    max_files: int = Field(DEFAULT_MAX_FILES, ge=0)
+    max_files_bytes: int = Field(DEFAULT_MAX_FILES_BYTES, ge=0)
+    fetch_limit_bytes: int = Field(DEFAULT_FETCH_LIMIT_BYTES, ge=0)
+    parent_pid: int | None = Field(None, ge=1)
+    """Exit when this process exits (set by tools.embedded: the server dies with the program that started it,
+    even when that program is SIGKILLed)."""
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        span = self.workers * (self.sessions_per_worker + 1)
+        span = self.workers * self.uids_per_worker
         if self.uid_base is None and span > UID_BLOCK:
             raise ValueError(f"{span} sandbox uids needed; set uid_base explicitly (automatic blocks hold {UID_BLOCK})")
         if self.default_run_timeout > self.max_run_timeout:
@@ -113,11 +134,21 @@ class Settings(BaseModel):
         return DEFAULT_UID_BASE + (os.getpid() % 1_000_000) * UID_BLOCK
 
     @property
+    def uids_per_worker(self) -> int:
+        """One one-shot uid per image, then one per session slot (see ZygoteConfig.uid_for)."""
+        return self.sessions_per_worker + SESSION_SLOT
+
+    @property
+    def body_limit_bytes(self) -> int:
+        """Largest /run_code body accepted: code, stdin and base64 files, plus JSON overhead."""
+        return self.max_code_bytes + self.max_stdin_bytes + self.max_files_bytes * 4 // 3 + BODY_OVERHEAD_BYTES
+
+    @property
     def sessions_per_worker(self) -> int:
         return max(1, -(-self.max_sessions // self.workers))
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's settings (set by create_app); override in tests with app.dependency_overrides."""
     return request.app.state.settings
 

@@ -13,13 +13,14 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-from tools import protocol
-from tools.settings import Settings
-from tools.zygote import ZygoteConfig, config_json
+from tools.server import images, protocol
+from tools.server.settings import Settings
+from tools.server.zygote import ZygoteConfig, config_json
 
-log = logging.getLogger("tools.workers")
+log = logging.getLogger("tools.server.workers")
 MIB = 1024 * 1024
 
 
@@ -32,6 +33,10 @@ class Overloaded(Exception):
 
 
 def zygote_config(settings: Settings, worker_id: int) -> ZygoteConfig:
+    full = list(settings.preload)
+    worker_images = {images.FULL: full}
+    if settings.lean_image:
+        worker_images[images.LEAN] = images.lean_preload(full)
     return ZygoteConfig(
         worker_id=worker_id,
         uid_base=settings.resolved_uid_base,
@@ -43,7 +48,7 @@ def zygote_config(settings: Settings, worker_id: int) -> ZygoteConfig:
         max_run_timeout=settings.max_run_timeout,
         tmpfs_bytes=settings.tmpfs_mb * MIB,
         output_limit_bytes=settings.output_limit_bytes,
-        preload=list(settings.preload),
+        images=worker_images,
         use_namespaces="namespaces" not in settings.disabled_layers,
         use_seccomp="seccomp" not in settings.disabled_layers,
         use_landlock="landlock" not in settings.disabled_layers,
@@ -53,17 +58,18 @@ def zygote_config(settings: Settings, worker_id: int) -> ZygoteConfig:
 
 def _child_env() -> dict[str, str]:
     """The zygote's environment: only what Python needs to find this package, never our secrets."""
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONPATH": package_root}
     return env
 
 
 class Worker:
-    """One zygote process; ``call`` sends a request frame and waits for the reply frame."""
+    """One zygote process (with a forker per image): runs one request at a time."""
 
     def __init__(self, index: int, settings: Settings) -> None:
         self.index = index
         self.settings = settings
+        self.config = zygote_config(settings, index)
         self.generation = 0
         """Bumped on every (re)start; sessions remember the generation that holds their state."""
         self.proc: asyncio.subprocess.Process | None = None
@@ -71,16 +77,23 @@ class Worker:
         self.busy = False
         self.idle_since = 0.0
         """When the worker last went idle; the pool prefers the longest-idle worker, whose zygote has had
-        the most time to reap the last child and fork its next spare."""
+        the most time to tear the last child down and fork the next spare."""
         self.alive = False
         self.sessions = 0
         self.waiters: collections.deque[asyncio.Future[Worker]] = collections.deque()
         """Requests for a session that lives in this worker, first come first served."""
+        self.on_death: Callable[[Worker], None] | None = None
+        """Called when the zygote dies on its own (the service restarts the worker)."""
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def images(self) -> list[str]:
+        return list(self.config.images)
 
     async def start(self) -> dict[str, Any]:
         self.generation += 1
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tools.zygote", config_json(zygote_config(self.settings, self.index)),
+            sys.executable, "-m", "tools.server.zygote", config_json(self.config),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=_child_env(),
             limit=protocol.DEFAULT_MAX_FRAME_BYTES,
         )
@@ -94,7 +107,17 @@ class Worker:
             raise WorkerFailure(f"worker {self.index} failed to start: {ready}")
         self.report = ready
         self.alive = True
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(self.proc, self.generation))
         return ready
+
+    async def _watch(self, proc: asyncio.subprocess.Process, generation: int) -> None:
+        """Notice a zygote that died between requests, so the worker restarts before anyone is sent to it."""
+        await proc.wait()
+        if self.alive and self.generation == generation:
+            log.warning("worker %d exited with status %s; restarting it", self.index, proc.returncode)
+            self.alive = False
+            if self.on_death is not None:
+                self.on_death(self)
 
     async def _read(self) -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdout is not None
@@ -109,24 +132,24 @@ class Worker:
 
     async def call(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
         """One request/reply; any failure kills the zygote (the caller restarts it)."""
-        if not self.alive or self.proc is None or self.proc.stdin is None:
+        if not self.alive or self.proc is None or self.proc.stdin is None or self.proc.returncode is not None:
             raise WorkerFailure(f"worker {self.index} is not running")
         try:
             self.proc.stdin.write(protocol.encode(message))
             await asyncio.wait_for(self.proc.stdin.drain(), timeout)
             return await asyncio.wait_for(self._read(), timeout)
         except (TimeoutError, ConnectionError, WorkerFailure) as exc:
-            self.alive = False
             await self.kill()
             raise WorkerFailure(f"worker {self.index} failed: {exc!r}") from exc
         except asyncio.CancelledError:
             # The reply would arrive out of step with the next request: this zygote cannot be reused.
-            self.alive = False
             await self.kill()
             raise
 
     async def kill(self) -> None:
         self.alive = False
+        if self._watcher is not None and self._watcher is not asyncio.current_task():
+            self._watcher.cancel()
         if self.proc is not None and self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()  # the zygote has PDEATHSIG, and its pid namespace dies with it
@@ -136,6 +159,8 @@ class Worker:
     async def stop(self) -> None:
         """Graceful: close the request pipe, the zygote finishes and exits; kill if it lingers."""
         self.alive = False
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self.proc is None or self.proc.returncode is not None:
             return
         if self.proc.stdin is not None:

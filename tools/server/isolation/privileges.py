@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from tools.isolation import syscalls
+from tools.server.isolation import syscalls
 
 CAP_LAST_CAP_PATH = "/proc/sys/kernel/cap_last_cap"
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -57,3 +57,4 @@ def kill_uid(uid: int, sig: int) -> None:
         pass
     finally:
         os.setresuid(0, 0, 0)
+

@@ -13,7 +13,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from tools.isolation import syscalls
+from tools.server.isolation import syscalls
 
 
 @dataclass
