@@ -111,6 +111,9 @@ class EnvConfig:
 class SandboxConfig:
     url: str | None = None
     """Sandbox URL; null: $AGENTRL_SANDBOX_URL, else http://127.0.0.1:8080 if healthy, else embedded."""
+    urls: list[str] = field(default_factory=list)
+    """A pool of sandbox servers instead of one url: stateless calls are balanced, a session stays on one server
+    and is replayed on another if its server dies (tools.client.SandboxPool)."""
     token: str | None = None
     """Bearer token for the sandbox, if it requires one (null: $AGENTRL_SANDBOX_TOKEN if set)."""
     outage_timeout_s: float = 300.0
@@ -250,6 +253,8 @@ class TrainConfig:
         for flag, package in (("tensorboard", "tensorboard"), ("wandb", "wandb")):
             if getattr(self.run, flag) and importlib.util.find_spec(package) is None:
                 raise ConfigError(f"run.{flag}=true needs the {package} package: pip install {package}")
+        if self.sandbox.url and self.sandbox.urls:
+            raise ConfigError("give sandbox.url (one server) or sandbox.urls (a pool), not both")
         if self.sandbox.outage_timeout_s < 0:
             raise ConfigError(f"sandbox.outage_timeout_s={self.sandbox.outage_timeout_s} must be >= 0")
         if self.eval.tasks < 0 or self.eval.samples < 1 or self.eval.temperature < 0 or self.eval.every < 0:
@@ -284,6 +289,11 @@ class TrainConfig:
                               "train them with learner.strategy=ddp (or replicate)")
         if backend.bucket_mb < 1:
             raise ConfigError(f"backend.bucket_mb={backend.bucket_mb} must be >= 1")
+
+    @property
+    def sandbox_url(self) -> str | None:
+        """The sandbox address the envs get: one URL, or the pool's URLs joined by commas."""
+        return ",".join(self.sandbox.urls) if self.sandbox.urls else self.sandbox.url
 
     def to_dict(self) -> dict[str, Any]:
         data = _to_tree(self)

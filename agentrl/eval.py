@@ -195,7 +195,7 @@ def resolve_settings(args: argparse.Namespace) -> EvalSettings:
         env_kwargs={**config.env.kwargs, **config.env.eval_kwargs, **extra} if same_env else extra,
         rollout=rollout, tasks=_given(args.n, config.eval.tasks), samples=_given(args.samples, config.eval.samples),
         temperature=_given(args.temperature, config.eval.temperature), seed=_given(args.seed, config.run.seed),
-        sandbox_url=args.sandbox_url or config.sandbox.url, sandbox_token=config.sandbox.token,
+        sandbox_url=args.sandbox_url or config.sandbox_url, sandbox_token=config.sandbox.token,
         max_batch_size=config.backend.max_batch_size, source=source)
 
 

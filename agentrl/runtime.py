@@ -53,12 +53,16 @@ def load_model(path_or_preset: str | None, *, preset: str = "tiny", seed: int = 
 
 
 def _healthy(url: str) -> bool:
+    """True when the sandbox at ``url`` (or any server of a comma-separated pool) answers /health."""
     import httpx
 
-    try:
-        return httpx.get(f"{url}/health", timeout=DEFAULT_PROBE_TIMEOUT_S).status_code == 200
-    except httpx.HTTPError:
-        return False
+    for one in url.split(","):
+        try:
+            if httpx.get(f"{one.strip()}/health", timeout=DEFAULT_PROBE_TIMEOUT_S).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            continue
+    return False
 
 
 @contextlib.contextmanager
@@ -78,8 +82,8 @@ def _exported(name: str, value: str | None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def sandbox_for(url: str | None, *, token: str | None = None) -> Iterator[str]:
-    """The sandbox URL to use, exported as $AGENTRL_SANDBOX_URL (and ``token`` as $AGENTRL_SANDBOX_TOKEN)
-    for the envs while the block runs.
+    """The sandbox URL to use (a comma-separated list is a pool), exported as $AGENTRL_SANDBOX_URL (and
+    ``token`` as $AGENTRL_SANDBOX_TOKEN) for the envs while the block runs.
 
     Order: ``url``, else $AGENTRL_SANDBOX_URL, else the docker compose service at 127.0.0.1:8080 if it
     answers /health, else an embedded server started here and stopped when the block exits.

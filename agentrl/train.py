@@ -398,7 +398,7 @@ async def train(config: TrainConfig, *, run_dir: Path | None = None, resume: boo
                  f"{sum(p.numel() for p in model.parameters()):,}", config.learner.preset)
     sft_steps = 0
     async with contextlib.AsyncExitStack() as stack:  # the one shutdown path: closed in reverse order
-        lead_url = stack.enter_context(sandbox_for(config.sandbox.url, token=config.sandbox.token)) \
+        lead_url = stack.enter_context(sandbox_for(config.sandbox_url, token=config.sandbox.token)) \
             if ranks.lead else None
         sandbox_url = ranks.share(lead_url)  # every rank uses the lead's sandbox (or sandbox.url)
         if not ranks.lead:

@@ -18,7 +18,7 @@ from agentrl.train import main
 SMALL = [
     "run.tasks_per_step=2", "rollout.n_samples=2", "rollout.max_turns=2", "rollout.max_new_tokens=24",
     "rollout.max_context_tokens=256", "sft.steps=3", "sft.demos=4", "sft.batch_size=4", "eval.tasks=4",
-    "run.progress=false", "run.log_trajectories=2", "rollout.mask_void_turns=false",
+    "run.progress=false", "run.log_trajectories=2", "rollout.mask_void_turns=false", "sft.copy_steps=2",
 ]
 
 
@@ -195,3 +195,31 @@ def test_a_sandbox_that_stays_down_checkpoints_and_exits_with_an_error(tmp_path,
     assert isinstance(result.get("error"), SandboxOutage) and "did not answer /health" in str(result["error"])
     last = _metrics(run_dir)[-1]["step"]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir())[-1] == f"step_{last:06d}"
+
+
+def test_training_reaches_a_token_protected_sandbox_with_sandbox_token(tmp_path):
+    # The bug: sandbox.token never reached the envs' clients, so every tool call to a protected sandbox failed.
+    # The SFT warm-up's demonstrations call the tool (a scripted solver through the real env and sandbox).
+    from tools.embedded import EmbeddedSandbox
+
+    common = ["run.steps=1", "eval.tasks=0", "sft.steps=2", "sft.demos=4", "sft.copy_steps=0"]
+    with EmbeddedSandbox(token="s3cret") as sandbox:
+        assert main(_args(tmp_path / "with", sandbox.url, *common, "sandbox.token=s3cret")) == 0
+        with pytest.raises(RuntimeError, match="no correct demonstration.*tool_error"):
+            main(_args(tmp_path / "without", sandbox.url, *common))
+    assert (tmp_path / "with" / "tiny-arithmetic" / "sft").is_dir()
+
+
+def test_sandbox_pool_from_sandbox_urls(tmp_path, sandbox_url):
+    from agentrl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(None, [f"sandbox.url={sandbox_url}", f"sandbox.urls=[{sandbox_url}]"])
+    from tools.embedded import EmbeddedSandbox
+
+    with EmbeddedSandbox() as second:
+        args = [a for a in _args(tmp_path, sandbox_url, "run.steps=1", "eval.tasks=0", "sft.steps=0")
+                if not a.startswith("sandbox.url=")]
+        assert main([*args, f"sandbox.urls=[{sandbox_url}, {second.url}]"]) == 0
+    row = _metrics(tmp_path / "tiny-arithmetic")[0]
+    assert row.get("rollout/stop/tool_error", 0) == 0
