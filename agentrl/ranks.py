@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["Ranks", "broadcast", "combine_metrics", "gather", "init_distributed", "local_device", "task_share"]
+__all__ = ["Ranks", "broadcast", "combine_metrics", "gather", "init_distributed", "leave_distributed", "local_device", "task_share"]
 
 # Rollout metrics that add up over ranks; perf timings and maxima take the largest rank's; the rest are means
 # over episodes, weighted by each rank's episode count.
@@ -37,6 +37,14 @@ def init_distributed(device: str) -> tuple[int, int]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def leave_distributed() -> None:
+    """Every rank waits for the others, then leaves the process group: a rank that tears gloo down while another
+    still writes (rank 0 saving the final model) can abort ("terminate called without an active exception")."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def local_device(device: str) -> str:

@@ -48,7 +48,7 @@ from agentrl.config import (
 from agentrl.eval import accuracy_gain, evaluate, evaluate_by_task
 from agentrl.inference.base import Backend
 from agentrl.inference.hf import HFBackend
-from agentrl.ranks import Ranks, broadcast, local_device
+from agentrl.ranks import Ranks, broadcast, leave_distributed, local_device
 from agentrl.rollout import RolloutManager, Trajectory, to_train_batch
 from agentrl.rollout.pipeline import RolloutPipeline
 from agentrl.run_dir import (
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         summary = asyncio.run(train(config, run_dir=run_dir, resume=run_dir is not None))
+        leave_distributed()
     except KeyboardInterrupt:
         print("[agentrl] interrupted: the last completed step is checkpointed; continue with --resume",
               file=sys.stderr)

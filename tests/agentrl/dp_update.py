@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from transformers import AutoModelForCausalLM, Qwen2Config
 
+from agentrl.ranks import leave_distributed
 from alp import TrainBatch
 from alp.distributed import full_state_dict
 from alp.learner import Learner
@@ -69,8 +70,7 @@ def main(out: str, strategy: str = "replicate") -> None:
         torch.save({k: v.detach().clone() for k, v in whole.items()}
                    | {"log_sigma": learner.perturbation.state_dict(), "initial": initial,
                       "tokens": metrics["perf/tokens"], "bytes": local_bytes(learner)}, out)
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    leave_distributed()
 
 
 if __name__ == "__main__":

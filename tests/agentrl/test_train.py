@@ -153,6 +153,22 @@ def _wait_for_steps(run_dir, n, timeout=240):
         time.sleep(0.2)
 
 
+def _sandbox_scored_env() -> str:
+    """Arithmetic scored through the sandbox (as code envs run their tests there): every episode needs it,
+    whatever the barely trained policy writes, so an outage shows in every step."""
+    import envs
+    from envs.arithmetic_env import ArithmeticEnv
+
+    class SandboxScoredArithmetic(ArithmeticEnv):
+        async def ascore(self, task, answer, action):
+            await self.sandbox_client().run_code("print(1)")
+            return await super().ascore(task, answer, action)
+
+    env_id = "tests/SandboxScoredArithmetic-v0"
+    envs.register(env_id, entry_point=SandboxScoredArithmetic, override=True)
+    return f"env.id={env_id}"
+
+
 def test_a_sandbox_outage_pauses_training_and_the_lost_step_is_redone(tmp_path, caplog):
     from tools.embedded import EmbeddedSandbox, free_port
 
@@ -161,7 +177,8 @@ def test_a_sandbox_outage_pauses_training_and_the_lost_step_is_redone(tmp_path, 
     run_dir = tmp_path / "tiny-arithmetic"
     with caplog.at_level("WARNING"):
         thread, result = _train_in_thread(_args(tmp_path, sandbox.url, "run.steps=5", "eval.tasks=0",
-                                                "sft.steps=0", "sandbox.outage_timeout_s=120"))
+                                                "sft.steps=0", "sandbox.outage_timeout_s=120",
+                                                _sandbox_scored_env()))
         try:
             _wait_for_steps(run_dir, 1)
             sandbox.stop()  # the sandbox dies mid-run...
@@ -184,7 +201,7 @@ def test_a_sandbox_that_stays_down_checkpoints_and_exits_with_an_error(tmp_path,
     sandbox = EmbeddedSandbox().start()
     run_dir = tmp_path / "tiny-arithmetic"
     thread, result = _train_in_thread(_args(tmp_path, sandbox.url, "run.steps=20", "eval.tasks=0", "sft.steps=0",
-                                            "run.save_every=0", "sandbox.outage_timeout_s=3"))
+                                            "run.save_every=0", "sandbox.outage_timeout_s=3", _sandbox_scored_env()))
     try:
         _wait_for_steps(run_dir, 2)
     finally:

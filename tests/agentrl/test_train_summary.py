@@ -9,6 +9,7 @@ import time
 import pytest
 
 from agentrl.config import load_config
+from agentrl.ranks import Ranks
 from agentrl.train import HeldOut, finish, progress_postfix
 
 
@@ -34,7 +35,7 @@ def test_summary_prints_the_three_phases_and_rl_gain_with_its_paired_interval(tm
     held_out = HeldOut(tmp_path, config, tokenizer, lambda: None, resume=False)
     held_out.evals = {"base": _eval(0.0, 0.0), "before": _eval(0.5, 0.5), "after": _eval(0.75, 1.0)}
     held_out.task_accuracy = {"before": [0.0, 0.5, 1.0, 0.5], "after": [0.5, 1.0, 1.0, 0.5]}
-    summary = finish(config, tmp_path, model, tokenizer, held_out, sft_steps=7, started=time.perf_counter())
+    summary = finish(config, tmp_path, model, tokenizer, held_out, Ranks(), sft_steps=7, started=time.perf_counter())
     out = capsys.readouterr().out
     assert "(4 tasks x 2 samples, temperature 1): untrained 0.000 -> after SFT 0.500 -> after RL 0.750" in out
     assert "greedy accuracy: 0.000 -> 0.500 -> 1.000" in out
