@@ -155,7 +155,7 @@ class RolloutManager:
                                               reset_options=reset_options, clock=clock)
 
         jobs = [bounded(g, i) for g in range(len(task_seeds)) for i in range(cfg.n_samples)]
-        trajectories = list(await asyncio.gather(*jobs))
+        trajectories = _flatten(await asyncio.gather(*jobs))
         wall = time.perf_counter() - start
         return RolloutBatch(trajectories, self.summarize(trajectories, wall, clock,
                                                          drift=self.bridge.drift_count - drift_before))
@@ -189,7 +189,7 @@ class RolloutManager:
                                                   reset_options=reset_options, clock=clock)
 
             try:
-                trajs = list(await asyncio.gather(*(one(i) for i in range(cfg.n_samples))))
+                trajs = _flatten(await asyncio.gather(*(one(i) for i in range(cfg.n_samples))))
             finally:
                 slots.release()
             return RolloutBatch(trajs, self.summarize(trajs, time.perf_counter() - start, clock))
@@ -223,9 +223,16 @@ class RolloutManager:
 
     # -- one episode -----------------------------------------------------------------------------
     async def run_episode(self, task_seed: int, *, group_id: int = 0, sample_id: int = 0,
-                          reset_options: dict[str, Any] | None = None, clock: _Clock | None = None) -> Trajectory:
+                          reset_options: dict[str, Any] | None = None,
+                          clock: _Clock | None = None) -> Trajectory | list[Trajectory]:
+        """One episode's Trajectory; a list for an agent function's episode (agentrl.proxy.AgentEnv), whose
+        proxy session may hold several samples sharing the reward."""
         cfg = self.config
         clock = clock or _Clock()
+        run_agent_episode = getattr(self.env_factory, "run_agent_episode", None)
+        if run_agent_episode is not None:
+            return await run_agent_episode(self, task_seed, group_id=group_id, sample_id=sample_id,
+                                           reset_options=reset_options, clock=clock)
         state: dict[str, Any] = {"episode": None, "env": None, "tool_calls": [], "turn_rewards": [],
                                  "info": {}, "metrics": Counter(), "timings": {"generate_s": 0.0, "tool_s": 0.0}}
         started = time.perf_counter()
@@ -410,6 +417,11 @@ def admit(trajectories: Sequence[Trajectory], current_version: int,
         oldest = min(versions) if versions else current_version
         (admitted if oldest >= current_version - max_staleness else rejected).append(t)
     return admitted, rejected
+
+
+def _flatten(results: Iterable[Trajectory | list[Trajectory]]) -> list[Trajectory]:
+    """Episodes' trajectories in order (an agent episode gives a list, an env episode one)."""
+    return [t for r in results for t in (r if isinstance(r, list) else [r])]
 
 
 def _mix(*parts: int) -> int:
