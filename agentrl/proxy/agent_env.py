@@ -16,8 +16,9 @@ it. One episode:
    the agent's ``task`` is its Task (question, answer, id, metadata) plus ``messages``, the env's initial
    chat messages;
 2. a proxy session is opened on the rollout backend, with the rollout config's sampling settings, token
-   limits and a per-episode seed imposed (the agent's own temperature/seed are recorded, not used: GRPO
-   needs the training distribution and different samples per group member);
+   limits (``max_new_tokens`` per call, ``max_context_tokens``), ``max_turns`` model calls and a per-episode
+   seed imposed (the agent's own temperature/seed are recorded, not used: GRPO needs the training
+   distribution and different samples per group member);
 3. the agent runs under ``rollout.episode_timeout_s`` (sync agents in a thread pool of
    ``rollout.concurrency`` threads); tool calls are the agent's own business, e.g. the sandbox at
    ``$AGENTRL_SANDBOX_URL``;
@@ -26,7 +27,8 @@ it. One episode:
    last completion's text scored by the task env;
 5. the session's samples become Trajectories with the episode's group/sample ids, sampling settings and
    reward. An agent that raises or times out is an infrastructure failure (stop reason ``error`` /
-   ``timeout``, excluded from the loss), except after the proxy refused a prompt for length (``length``).
+   ``timeout``, excluded from the loss), except after the proxy refused a call for the episode's limits
+   (stop reason ``length`` or ``max_turns``: the policy ran out of room, and that trains).
 
 Tool-call format: the proxy returns ``tool_calls`` parsed from Hermes ``<tool_call>`` tags or the kit's
 python fences (see :mod:`agentrl.proxy.tool_calls`).
@@ -157,7 +159,8 @@ class AgentEnv:
             session_id = f"g{group_id}-s{sample_id}-{uuid.uuid4().hex[:12]}"
             rules = SessionRules(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                                  max_new_tokens=cfg.max_new_tokens, max_context_tokens=cfg.max_context_tokens,
-                                 seed=_mix(cfg.seed, group_id, sample_id, manager.backend.version))
+                                 seed=_mix(cfg.seed, group_id, sample_id, manager.backend.version),
+                                 max_calls=cfg.max_turns)
             proxy.proxy.open_session(session_id, backend=manager.backend, rules=rules)
             info: dict[str, Any] = {"task": task, "agent": self.agent_id}
             result, stop_reason = None, None
@@ -175,8 +178,8 @@ class AgentEnv:
                 stop_reason = "error"
                 info["error"] = (f"the agent returned {type(result).__name__}; return a reward (number), its final "
                                  "answer (str) or None")
-            if stop_reason == "error" and session.refused_for_length:
-                stop_reason = "length"  # the agent gave up because its prompt outgrew the context
+            if stop_reason == "error" and session.refused is not None:
+                stop_reason = session.refused  # the agent stopped on a refusal: the policy's doing, not a fault
             if clock is not None:
                 clock.generate_s += session.generate_s
             if not session.samples:
@@ -196,7 +199,8 @@ class AgentEnv:
         trajectories[-1].correct = correct
         trajectories[-1].metrics = {"proxy_calls": float(len(session.calls)),
                                     "proxy_splits": float(sum(session.splits.values())),
-                                    "malformed_tool_calls": float(session.malformed_tool_calls)}
+                                    "malformed_tool_calls": float(session.malformed_tool_calls),
+                                    **{f"proxy_split_{why}": float(n) for why, n in session.splits.items()}}
         return trajectories
 
     async def _call(self, base_url: str, task: dict[str, Any], workers: int) -> Any:

@@ -208,10 +208,15 @@ class Proxy:
     async def _generate(self, session: Session, req: ChatRequest | CompletionRequest, placement: Placement,
                         settings: Settings, max_tokens: int | None) -> Completion:
         rules = session.rules
+        if rules.max_calls is not None and len(session.calls) >= rules.max_calls:
+            session.refused = "max_turns"
+            self.stats["refused/max_turns_exceeded"] += 1
+            raise ProxyError(400, f"this session already made its {rules.max_calls} model calls (the episode's "
+                             "max_turns)", code="max_turns_exceeded")
         limit = rules.max_context_tokens or self.max_context_tokens
         room = limit - len(placement.prompt_ids) if limit is not None else None
         if room is not None and room < 1:
-            session.refused_for_length = True
+            session.refused = "length"
             self.stats["refused/context_length_exceeded"] += 1
             raise ProxyError(400, f"the prompt has {len(placement.prompt_ids)} tokens, which leaves no room in the "
                              f"context of {limit} tokens", param="messages", code="context_length_exceeded")

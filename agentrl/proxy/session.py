@@ -56,6 +56,8 @@ class SessionRules:
     """Prompt + completion tokens at most; a prompt that leaves no room is refused (context_length_exceeded)."""
     seed: int | None = None
     """Base of per-call seeds (call k samples with a seed mixed from it and k); None: the request's seed."""
+    max_calls: int | None = None
+    """Model calls per session at most (an episode's turns); later calls are refused (max_turns_exceeded)."""
 
 
 class Sample:
@@ -147,8 +149,9 @@ class Session:
     issued: dict[TurnKey, IssuedTurn] = field(default_factory=dict)
     splits: Counter = field(default_factory=Counter)
     reward: float | None = None
-    refused_for_length: bool = False
-    """A call was refused because its prompt left no room in rules.max_context_tokens."""
+    refused: str | None = None
+    """Why a call was refused by the rules, if one was: "length" (no room left in max_context_tokens) or
+    "max_turns" (max_calls reached)."""
     last_text: str | None = None
     """The last completion's text (eos stripped), e.g. the agent's final answer."""
     generate_s: float = 0.0
@@ -227,4 +230,4 @@ class Session:
     def summary(self) -> dict[str, Any]:
         return {"session": self.id, "calls": len(self.calls), "samples": len(self.samples),
                 "splits": dict(self.splits), "malformed_tool_calls": self.malformed_tool_calls,
-                "reward": self.reward, "refused_for_length": self.refused_for_length}
+                "reward": self.reward, "refused": self.refused}

@@ -1,0 +1,145 @@
+"""Proxy overhead: agent calls through the OpenAI proxy vs the same calls on the backend directly.
+
+    python benchmarks/proxy.py [--sessions 32] [--rounds 10] [--turns 3] [--max-tokens 32]
+
+Both paths drive the same HFBackend (the tiny model) in the same process, with the same requests: each of
+``--sessions`` concurrent sessions runs a ``--turns``-call conversation (system + user, then each turn's
+answer and a tool message), every call with the same seed and token budget on both paths, so both sample
+the same tokens.
+
+- direct: the kit's own path, the chat-token bridge (EpisodeTokens) building prompt ids, then
+  ``backend.generate``, as RolloutManager does;
+- proxy: ``openai.AsyncOpenAI`` -> HTTP on loopback -> the proxy (render, place, generate, record, parse)
+  in its server thread -> the same backend.
+
+Rounds alternate which path goes first. Per round, the ratio of the mean per-call latency (proxy / direct);
+printed: the means, the mean ratio with its standard error over rounds, and the machine load. Target: at
+most 10% extra latency at 32 concurrent sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+
+import openai
+
+from agentrl.inference.base import SamplingParams
+from agentrl.inference.hf import HFBackend
+from agentrl.proxy import Proxy, ProxyServer
+from agentrl.rollout.bridge import ChatBridge, EpisodeTokens
+from agentrl.tiny import load_tiny
+
+SYSTEM = "Solve the task. You can run python."
+
+
+def first_messages(session: int) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Task {session}: compute {session} * 7."}]
+
+
+def tool_message(session: int, turn: int) -> dict[str, str]:
+    return {"role": "tool", "content": f"Code execution result: {session * 7 + turn}\n"}
+
+
+def seed(round_: int, session: int, turn: int) -> int:
+    return (round_ * 1000 + session) * 10 + turn
+
+
+async def direct_session(backend: HFBackend, bridge: ChatBridge, round_: int, session: int, turns: int,
+                         max_tokens: int) -> tuple[list[float], int]:
+    episode = EpisodeTokens(bridge, first_messages(session))
+    latencies, tokens = [], 0
+    for turn in range(turns):
+        t0 = time.perf_counter()
+        if turn:
+            episode.add_observation([tool_message(session, turn)])
+        sampling = SamplingParams(max_new_tokens=max_tokens, seed=seed(round_, session, turn))
+        completion = (await backend.generate(list(episode.token_ids), sampling))[0]
+        episode.add_turn(completion.token_ids, completion.logprobs, policy_version=completion.version)
+        latencies.append(time.perf_counter() - t0)
+        tokens += len(completion.token_ids)
+    return latencies, tokens
+
+
+async def proxy_session(client: openai.AsyncOpenAI, round_: int, session: int, turns: int,
+                        max_tokens: int) -> tuple[list[float], int]:
+    messages: list[dict] = first_messages(session)
+    latencies, tokens = [], 0
+    for turn in range(turns):
+        t0 = time.perf_counter()
+        if turn:
+            messages.append(tool_message(session, turn))
+        r = await client.chat.completions.create(model="policy", messages=messages, max_tokens=max_tokens,
+                                                 seed=seed(round_, session, turn))
+        messages.append(r.choices[0].message.model_dump(exclude_none=True))
+        latencies.append(time.perf_counter() - t0)
+        tokens += r.usage.completion_tokens
+    return latencies, tokens
+
+
+async def run_round(kind: str, round_: int, args: argparse.Namespace, backend: HFBackend, bridge: ChatBridge,
+                    server: ProxyServer) -> tuple[float, int]:
+    if kind == "direct":
+        jobs = [direct_session(backend, bridge, round_, s, args.turns, args.max_tokens) for s in range(args.sessions)]
+        results = await asyncio.gather(*jobs)
+    else:
+        clients = [openai.AsyncOpenAI(base_url=server.base_url(f"r{round_}-s{s}"), api_key="unused", max_retries=0)
+                   for s in range(args.sessions)]
+        results = await asyncio.gather(*(proxy_session(c, round_, s, args.turns, args.max_tokens)
+                                         for s, c in enumerate(clients)))
+        await asyncio.gather(*(c.close() for c in clients))
+    latencies = [x for lat, _ in results for x in lat]
+    return statistics.fmean(latencies), sum(t for _, t in results)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    model, tokenizer = load_tiny("tiny")
+    backend = HFBackend(model, tokenizer, seed=0)
+    bridge = ChatBridge(tokenizer)
+    proxy = Proxy(backend, tokenizer)
+    server = ProxyServer(proxy).start()
+    try:
+        load_before = os.getloadavg()
+        for kind in ("direct", "proxy"):  # warm-up: jinja, tokenizer caches, HTTP connections
+            await run_round(kind, -1, args, backend, bridge, server)
+        means: dict[str, list[float]] = {"direct": [], "proxy": []}
+        tokens: dict[str, int] = {"direct": 0, "proxy": 0}
+        for r in range(args.rounds):
+            for kind in (("direct", "proxy") if r % 2 == 0 else ("proxy", "direct")):
+                mean, n = await run_round(kind, r, args, backend, bridge, server)
+                means[kind].append(mean)
+                tokens[kind] += n
+        load_after = os.getloadavg()
+    finally:
+        server.stop()
+        await backend.aclose()
+    ratios = [p / d for p, d in zip(means["proxy"], means["direct"], strict=True)]
+    ratio = statistics.fmean(ratios)
+    se = statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else float("nan")
+    splits = {k: v for k, v in proxy.stats.items() if k.startswith("split/")}
+    print(f"proxy overhead: {args.sessions} concurrent sessions x {args.turns} calls x {args.rounds} rounds "
+          f"(interleaved), tiny model, max_tokens={args.max_tokens}, {os.cpu_count()} CPUs")
+    print(f"  sampled tokens: direct {tokens['direct']}, proxy {tokens['proxy']}; proxy sessions split: "
+          f"{splits or 'none'}")
+    print(f"  mean latency per call: direct {statistics.fmean(means['direct']) * 1e3:.1f} ms, proxy "
+          f"{statistics.fmean(means['proxy']) * 1e3:.1f} ms")
+    print(f"  proxy / direct: {ratio:.3f} +- {se:.3f} (SE over {len(ratios)} rounds) -> "
+          f"{(ratio - 1) * 100:+.1f}% latency (target <= +10%)")
+    print(f"  load average (1/5/15 min): before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
+          f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
