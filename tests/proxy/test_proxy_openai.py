@@ -177,6 +177,23 @@ def test_edited_history_splits_into_samples_sharing_the_reward(tiny, serve):
     assert httpx.get(f"{server.url}/stats").json()["split/history_edited"] == 1
 
 
+def test_interleaved_conversations_keep_one_sample_each(tiny, serve):
+    """An agent with a sub-agent in one session: two samples, each extended by its own conversation's calls."""
+    _, tokenizer = tiny
+    server = serve(Proxy(scripted(tokenizer, ["one", "two"]), tokenizer))
+    c = client(server, "sub")
+    main_conv = [{"role": "user", "content": "Plan the task."}]
+    sub_conv = [{"role": "system", "content": "You are a helper."}, {"role": "user", "content": "Sub-task."}]
+    for _ in range(2):
+        for conv in (main_conv, sub_conv):
+            r = c.chat.completions.create(model="m", messages=conv)
+            conv += [r.choices[0].message.model_dump(exclude_none=True), {"role": "user", "content": "next"}]
+    body, trajs = record(server, "sub")
+    assert len(trajs) == 2 and body["splits"] == {"history_edited": 1}
+    assert [t.num_turns for t in trajs] == [2, 2]
+    assert [c["sample"] for c in body["call_records"]] == [0, 1, 0, 1]
+
+
 THINK_STRIPPING = (  # like Qwen3's: earlier assistant turns lose their <think> block
     "{% for m in messages %}{% set c = m['content'] %}"
     "{% if m['role'] == 'assistant' and not loop.last and '</think>' in c %}"
