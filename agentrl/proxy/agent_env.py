@@ -46,6 +46,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from agentrl.inference.base import Completion, SamplingParams
 from agentrl.rollout.manager import _mix
 from agentrl.rollout.trajectory import INFRA_STOP_REASONS, TokenKind, Trajectory
 
@@ -161,7 +162,7 @@ class AgentEnv:
                                  max_new_tokens=cfg.max_new_tokens, max_context_tokens=cfg.max_context_tokens,
                                  seed=_mix(cfg.seed, group_id, sample_id, manager.backend.version),
                                  max_calls=cfg.max_turns)
-            proxy.proxy.open_session(session_id, backend=manager.backend, rules=rules)
+            proxy.proxy.open_session(session_id, backend=_CountedBackend(manager), rules=rules)
             info: dict[str, Any] = {"task": task, "agent": self.agent_id}
             result, stop_reason = None, None
             try:
@@ -236,6 +237,27 @@ class AgentEnv:
                           stop_reason=stop_reason, excluded=stop_reason if stop_reason in INFRA_STOP_REASONS
                           else "error", group_id=group_id, sample_id=sample_id, task_id=str(task_seed),
                           info=info, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
+
+
+class _CountedBackend:
+    """The manager's backend, with each generate call counted as the manager's own (its busy-time metrics)."""
+
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+
+    @property
+    def version(self) -> int:
+        return self.manager.backend.version
+
+    async def generate(self, prompt_token_ids: list[int], sampling: SamplingParams) -> list[Completion]:
+        with self.manager.generating():
+            return await self.manager.backend.generate(prompt_token_ids, sampling)
+
+    def update_weights(self, weights: Any) -> int:
+        return self.manager.backend.update_weights(weights)
+
+    async def aclose(self) -> None:
+        """The manager's backend belongs to the trainer: not closed here."""
 
 
 def _shutdown(servers: dict[int, Any], executors: list[ThreadPoolExecutor]) -> None:

@@ -109,7 +109,7 @@ class Sample:
         self.loss_mask.extend([1] * n)
         self.behavior_logprobs.extend(float(x) for x in completion.logprobs)
         self.turn_ids.extend([self.num_turns] * n)
-        self.policy_version.extend([completion.version] * n)
+        self.policy_version.extend(completion.versions)  # one per token: an update may land mid-turn
         self.token_kinds.extend([TokenKind.SAMPLED] * n)
         return start, start + n
 

@@ -27,10 +27,11 @@ into ``Trajectory.metrics`` and reported as the mean per episode, ``rollout/env/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +130,16 @@ class RolloutManager:
         generator's busy time; its idle share over a window is 1 - busy / wall)."""
         open_interval = time.perf_counter() - self._busy_since if self._generating else 0.0
         return self._busy_s + open_interval
+
+    @contextlib.contextmanager
+    def generating(self) -> Iterator[None]:
+        """Counts the block as an outstanding generate call (the generator's busy time), for generate calls
+        made on this manager's behalf elsewhere (an agent episode's calls through agentrl.proxy)."""
+        self._generation_started()
+        try:
+            yield
+        finally:
+            self._generation_ended()
 
     def _generation_started(self) -> None:
         if self._generating == 0:
