@@ -1,6 +1,6 @@
 """Proxy overhead: agent calls through the OpenAI proxy vs the same calls on the backend directly.
 
-    python benchmarks/proxy.py [--sessions 32] [--rounds 10] [--turns 3] [--max-tokens 32]
+    python benchmarks/proxy.py [--sessions 32] [--rounds 10] [--turns 3] [--max-tokens 32] [--tool-ms 50]
 
 Both paths drive the same HFBackend (the tiny model) in the same process, with the same requests: each of
 ``--sessions`` concurrent sessions runs a ``--turns``-call conversation (system + user, then each turn's
@@ -12,9 +12,16 @@ the same tokens.
 - proxy: ``openai.AsyncOpenAI`` -> HTTP on loopback -> the proxy (render, place, generate, record, parse)
   in its server thread -> the same backend.
 
-Rounds alternate which path goes first. Per round, the ratio of the mean per-call latency (proxy / direct);
-printed: the means, the mean ratio with its standard error over rounds, and the machine load. Target: at
-most 10% extra latency at 32 concurrent sessions.
+Two scenarios. *Lockstep*: every session calls again the moment its answer arrives, so on the direct path all
+32 calls of a turn reach the HF backend within its 2 ms gather window and decode as one batch; any skew the
+proxy adds (32 responses and requests go through HTTP one by one) can push calls into a later batch, since
+the HF backend admits requests only between batches. *Tool latency*: between calls each session waits a
+seeded random time, uniform in [0, 2 x --tool-ms] ms and the same on both paths, as an agent running a tool
+does; arrivals are then spread on both paths.
+
+Rounds alternate which path goes first. Per round, the ratio of the mean per-call latency (proxy / direct,
+latency = the model call, not the tool wait); printed per scenario: the means, the mean ratio with its
+standard error over rounds, and the machine load. Target: at most 10% extra latency at 32 concurrent sessions.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import time
 
@@ -48,11 +56,19 @@ def seed(round_: int, session: int, turn: int) -> int:
     return (round_ * 1000 + session) * 10 + turn
 
 
+async def tool_wait(tool_ms: float, round_: int, session: int, turn: int) -> None:
+    """The agent's own work between two calls (a tool), the same on both paths."""
+    if tool_ms > 0:
+        await asyncio.sleep(random.Random(seed(round_, session, turn)).uniform(0, 2 * tool_ms) / 1e3)
+
+
 async def direct_session(backend: HFBackend, bridge: ChatBridge, round_: int, session: int, turns: int,
-                         max_tokens: int) -> tuple[list[float], int]:
+                         max_tokens: int, tool_ms: float) -> tuple[list[float], int]:
     episode = EpisodeTokens(bridge, first_messages(session))
     latencies, tokens = [], 0
     for turn in range(turns):
+        if turn:
+            await tool_wait(tool_ms, round_, session, turn)
         t0 = time.perf_counter()
         if turn:
             episode.add_observation([tool_message(session, turn)])
@@ -65,10 +81,12 @@ async def direct_session(backend: HFBackend, bridge: ChatBridge, round_: int, se
 
 
 async def proxy_session(client: openai.AsyncOpenAI, round_: int, session: int, turns: int,
-                        max_tokens: int) -> tuple[list[float], int]:
+                        max_tokens: int, tool_ms: float) -> tuple[list[float], int]:
     messages: list[dict] = first_messages(session)
     latencies, tokens = [], 0
     for turn in range(turns):
+        if turn:
+            await tool_wait(tool_ms, round_, session, turn)
         t0 = time.perf_counter()
         if turn:
             messages.append(tool_message(session, turn))
@@ -80,50 +98,41 @@ async def proxy_session(client: openai.AsyncOpenAI, round_: int, session: int, t
     return latencies, tokens
 
 
-async def run_round(kind: str, round_: int, args: argparse.Namespace, backend: HFBackend, bridge: ChatBridge,
-                    server: ProxyServer) -> tuple[float, int]:
+async def run_round(kind: str, round_: int, args: argparse.Namespace, tool_ms: float, backend: HFBackend,
+                    bridge: ChatBridge, server: ProxyServer) -> tuple[float, int]:
     if kind == "direct":
-        jobs = [direct_session(backend, bridge, round_, s, args.turns, args.max_tokens) for s in range(args.sessions)]
+        jobs = [direct_session(backend, bridge, round_, s, args.turns, args.max_tokens, tool_ms)
+                for s in range(args.sessions)]
         results = await asyncio.gather(*jobs)
     else:
-        clients = [openai.AsyncOpenAI(base_url=server.base_url(f"r{round_}-s{s}"), api_key="unused", max_retries=0)
-                   for s in range(args.sessions)]
-        results = await asyncio.gather(*(proxy_session(c, round_, s, args.turns, args.max_tokens)
+        clients = [openai.AsyncOpenAI(base_url=server.base_url(f"t{tool_ms:g}-r{round_}-s{s}"), api_key="unused",
+                                      max_retries=0) for s in range(args.sessions)]
+        results = await asyncio.gather(*(proxy_session(c, round_, s, args.turns, args.max_tokens, tool_ms)
                                          for s, c in enumerate(clients)))
         await asyncio.gather(*(c.close() for c in clients))
     latencies = [x for lat, _ in results for x in lat]
     return statistics.fmean(latencies), sum(t for _, t in results)
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    model, tokenizer = load_tiny("tiny")
-    backend = HFBackend(model, tokenizer, seed=0)
-    bridge = ChatBridge(tokenizer)
-    proxy = Proxy(backend, tokenizer)
-    server = ProxyServer(proxy).start()
-    try:
-        load_before = os.getloadavg()
-        for kind in ("direct", "proxy"):  # warm-up: jinja, tokenizer caches, HTTP connections
-            await run_round(kind, -1, args, backend, bridge, server)
-        means: dict[str, list[float]] = {"direct": [], "proxy": []}
-        tokens: dict[str, int] = {"direct": 0, "proxy": 0}
-        for r in range(args.rounds):
-            for kind in (("direct", "proxy") if r % 2 == 0 else ("proxy", "direct")):
-                mean, n = await run_round(kind, r, args, backend, bridge, server)
-                means[kind].append(mean)
-                tokens[kind] += n
-        load_after = os.getloadavg()
-    finally:
-        server.stop()
-        await backend.aclose()
+async def scenario(args: argparse.Namespace, tool_ms: float, backend: HFBackend, bridge: ChatBridge,
+                   server: ProxyServer) -> None:
+    load_before = os.getloadavg()
+    for kind in ("direct", "proxy"):  # warm-up: jinja, tokenizer caches, HTTP connections
+        await run_round(kind, -1, args, tool_ms, backend, bridge, server)
+    means: dict[str, list[float]] = {"direct": [], "proxy": []}
+    tokens: dict[str, int] = {"direct": 0, "proxy": 0}
+    for r in range(args.rounds):
+        for kind in (("direct", "proxy") if r % 2 == 0 else ("proxy", "direct")):
+            mean, n = await run_round(kind, r, args, tool_ms, backend, bridge, server)
+            means[kind].append(mean)
+            tokens[kind] += n
+    load_after = os.getloadavg()
     ratios = [p / d for p, d in zip(means["proxy"], means["direct"], strict=True)]
     ratio = statistics.fmean(ratios)
     se = statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else float("nan")
-    splits = {k: v for k, v in proxy.stats.items() if k.startswith("split/")}
-    print(f"proxy overhead: {args.sessions} concurrent sessions x {args.turns} calls x {args.rounds} rounds "
-          f"(interleaved), tiny model, max_tokens={args.max_tokens}, {os.cpu_count()} CPUs")
-    print(f"  sampled tokens: direct {tokens['direct']}, proxy {tokens['proxy']}; proxy sessions split: "
-          f"{splits or 'none'}")
+    name = f"tool latency U[0, {2 * tool_ms:g}] ms" if tool_ms > 0 else "lockstep"
+    print(f"{name}: {args.sessions} concurrent sessions x {args.turns} calls x {args.rounds} rounds (interleaved)")
+    print(f"  sampled tokens: direct {tokens['direct']}, proxy {tokens['proxy']}")
     print(f"  mean latency per call: direct {statistics.fmean(means['direct']) * 1e3:.1f} ms, proxy "
           f"{statistics.fmean(means['proxy']) * 1e3:.1f} ms")
     print(f"  proxy / direct: {ratio:.3f} +- {se:.3f} (SE over {len(ratios)} rounds) -> "
@@ -132,12 +141,30 @@ async def main_async(args: argparse.Namespace) -> None:
           f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}")
 
 
+async def main_async(args: argparse.Namespace) -> None:
+    model, tokenizer = load_tiny("tiny")
+    backend = HFBackend(model, tokenizer, seed=0)
+    bridge = ChatBridge(tokenizer)
+    proxy = Proxy(backend, tokenizer)
+    server = ProxyServer(proxy).start()
+    print(f"proxy overhead: tiny model on HFBackend, max_tokens={args.max_tokens}, {os.cpu_count()} CPUs")
+    try:
+        for tool_ms in (0.0, args.tool_ms):
+            await scenario(args, tool_ms, backend, bridge, server)
+    finally:
+        server.stop()
+        await backend.aclose()
+    splits = {k: v for k, v in proxy.stats.items() if k.startswith("split/")}
+    print(f"proxy sessions: {proxy.stats['sessions']}, calls {proxy.stats['calls']}, splits {splits or 'none'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--tool-ms", type=float, default=50.0, help="mean tool wait between calls, ms")
     asyncio.run(main_async(parser.parse_args()))
 
 

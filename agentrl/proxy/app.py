@@ -20,6 +20,7 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -73,21 +74,11 @@ def create_app(proxy: Proxy) -> FastAPI:
 
     @app.post("/s/{session}/v1/chat/completions")
     async def chat(req: ChatRequest, session: str = SESSION) -> Response:
-        body = await proxy.chat(session, req)
-        if req.stream:
-            include = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(iter([sse(chat_chunks(body, include_usage=include))]),
-                                     media_type="text/event-stream")
-        return JSONResponse(body)
+        return _reply(await proxy.chat(session, req), req, chat_chunks)
 
     @app.post("/s/{session}/v1/completions")
     async def complete(req: CompletionRequest, session: str = SESSION) -> Response:
-        body = await proxy.complete(session, req)
-        if req.stream:
-            include = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(iter([sse(completion_chunks(body, include_usage=include))]),
-                                     media_type="text/event-stream")
-        return JSONResponse(body)
+        return _reply(await proxy.complete(session, req), req, completion_chunks)
 
     @app.get("/s/{session}/v1/models")
     async def models(session: str = SESSION) -> dict[str, Any]:
@@ -117,6 +108,15 @@ def create_app(proxy: Proxy) -> FastAPI:
         return proxy.summary()
 
     return app
+
+
+def _reply(body: dict[str, Any], req: ChatRequest | CompletionRequest,
+           chunks: Callable[..., list[dict[str, Any]]]) -> Response:
+    """The response body as JSON, or as server-sent events when the request asked for a stream."""
+    if not req.stream:
+        return JSONResponse(body)
+    include = bool((req.stream_options or {}).get("include_usage"))
+    return StreamingResponse(iter([sse(chunks(body, include_usage=include))]), media_type="text/event-stream")
 
 
 class ProxyServer:

@@ -221,21 +221,26 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
+def _response(kind: str, prefix: str, model: str, choice: dict[str, Any], prompt_ids: Sequence[int],
+              token_ids: Sequence[int], version: int, return_token_ids: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": new_id(prefix), "object": kind, "created": int(time.time()), "model": model,
+                            "choices": [choice], "system_fingerprint": f"agentrl-v{version}",
+                            "usage": usage(len(prompt_ids), len(token_ids))}
+    if return_token_ids:
+        choice["token_ids"] = list(token_ids)
+        body["prompt_token_ids"] = list(prompt_ids)
+    return body
+
+
 def chat_response(*, model: str, content: str | None, tool_calls: list[dict[str, Any]], finish_reason: str,
                   prompt_ids: Sequence[int], token_ids: Sequence[int], logprobs: list[dict[str, Any]] | None,
                   version: int, return_token_ids: bool) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish_reason,
-                              "logprobs": {"content": logprobs} if logprobs is not None else None}
-    body: dict[str, Any] = {"id": new_id("chatcmpl"), "object": "chat.completion", "created": int(time.time()),
-                            "model": model, "choices": [choice], "system_fingerprint": f"agentrl-v{version}",
-                            "usage": usage(len(prompt_ids), len(token_ids))}
-    if return_token_ids:
-        choice["token_ids"] = list(token_ids)
-        body["prompt_token_ids"] = list(prompt_ids)
-    return body
+    choice = {"index": 0, "message": message, "finish_reason": finish_reason,
+              "logprobs": {"content": logprobs} if logprobs is not None else None}
+    return _response("chat.completion", "chatcmpl", model, choice, prompt_ids, token_ids, version, return_token_ids)
 
 
 def chat_chunks(body: dict[str, Any], *, include_usage: bool) -> list[dict[str, Any]]:
@@ -265,14 +270,8 @@ def chat_chunks(body: dict[str, Any], *, include_usage: bool) -> list[dict[str, 
 def completion_response(*, model: str, text: str, finish_reason: str, prompt_ids: Sequence[int],
                         token_ids: Sequence[int], logprobs: dict[str, Any] | None, version: int,
                         return_token_ids: bool) -> dict[str, Any]:
-    choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": logprobs}
-    body: dict[str, Any] = {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()),
-                            "model": model, "choices": [choice], "system_fingerprint": f"agentrl-v{version}",
-                            "usage": usage(len(prompt_ids), len(token_ids))}
-    if return_token_ids:
-        choice["token_ids"] = list(token_ids)
-        body["prompt_token_ids"] = list(prompt_ids)
-    return body
+    choice = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": logprobs}
+    return _response("text_completion", "cmpl", model, choice, prompt_ids, token_ids, version, return_token_ids)
 
 
 def completion_chunks(body: dict[str, Any], *, include_usage: bool) -> list[dict[str, Any]]:
