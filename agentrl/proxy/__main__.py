@@ -49,14 +49,11 @@ def build_backend(args: argparse.Namespace) -> tuple[Any, Any, int | None]:
     """(backend, tokenizer, context length) for the arguments."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from agentrl.tiny import PRESETS, build_tiny
+    from agentrl.runtime import load_model, model_folder
 
-    path = args.model
-    if path is None or path in PRESETS:
-        path = str(build_tiny(path or "tiny", seed=args.seed))
+    path = model_folder(args.model, seed=args.seed)  # a tiny preset (or none) is built locally first
     if args.backend == "hf":
         from agentrl.inference.hf import HFBackend
-        from agentrl.runtime import load_model
 
         model, tokenizer = load_model(path, dtype=args.dtype, device=args.device)
         backend = HFBackend(model, tokenizer, copy_model=False, seed=args.seed, device=args.device)
@@ -66,7 +63,7 @@ def build_backend(args: argparse.Namespace) -> tuple[Any, Any, int | None]:
     if args.backend == "vllm":
         from agentrl.inference.vllm import VLLMBackend
 
-        return VLLMBackend(path, seed=args.seed), tokenizer, context
+        return VLLMBackend(path, seed=args.seed, max_model_len=args.max_context_tokens), tokenizer, context
     if not args.backend_url:
         raise SystemExit("--backend openai needs --backend-url (a token-id /v1/completions server, e.g. vllm serve)")
     from agentrl.inference.openai import OpenAICompletionsBackend

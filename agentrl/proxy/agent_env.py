@@ -156,17 +156,17 @@ class AgentEnv:
         try:
             observation, _ = await env.areset(seed=task_seed, options=reset_options)
             task = {**env.task.to_dict(), "messages": [dict(m) for m in observation]}
-            proxy = self.server(manager.tokenizer)
+            server = self.server(manager.tokenizer)
             session_id = f"g{group_id}-s{sample_id}-{uuid.uuid4().hex[:12]}"
             rules = SessionRules(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                                  max_new_tokens=cfg.max_new_tokens, max_context_tokens=cfg.max_context_tokens,
                                  seed=_mix(cfg.seed, group_id, sample_id, manager.backend.version),
                                  max_calls=cfg.max_turns)
-            proxy.proxy.open_session(session_id, backend=_CountedBackend(manager), rules=rules)
+            server.proxy.open_session(session_id, backend=_CountedBackend(manager), rules=rules)
             info: dict[str, Any] = {"task": task, "agent": self.agent_id}
             result, stop_reason = None, None
             try:
-                result = await asyncio.wait_for(self._call(proxy.base_url(session_id), task, cfg.concurrency),
+                result = await asyncio.wait_for(self._call(server.base_url(session_id), task, cfg.concurrency),
                                                 timeout=cfg.episode_timeout_s)
             except TimeoutError:
                 stop_reason = "timeout"
@@ -174,7 +174,7 @@ class AgentEnv:
                 stop_reason = "error"
                 info["error"] = f"{type(exc).__name__}: {exc}"[:500]
             finally:
-                session = proxy.proxy.close_session(session_id)
+                session = server.proxy.close_session(session_id)
             if stop_reason is None and not (result is None or isinstance(result, (str, int, float))):
                 stop_reason = "error"
                 info["error"] = (f"the agent returned {type(result).__name__}; return a reward (number), its final "

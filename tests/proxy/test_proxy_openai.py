@@ -7,6 +7,7 @@ where a test needs known text (tool calls) the untrained tiny model would not wr
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 
 import httpx
@@ -39,13 +40,11 @@ def sampled_spans(traj: Trajectory) -> list[list[int]]:
 
 
 def scripted(tokenizer, turns: list[str]) -> ScriptedBackend:
-    """Answers turns[k] on the k-th call (by how many assistant turns the prompt already holds)."""
-    start = tokenizer.convert_tokens_to_ids("<|im_start|>")
-    header = tokenizer.encode("assistant", add_special_tokens=False)
+    """Answers turns[k] on its k-th call (the last one after that)."""
+    calls = itertools.count()
 
     def policy(prompt_ids: list[int]) -> str:
-        headers = sum(1 for i, t in enumerate(prompt_ids) if t == start and prompt_ids[i + 1:i + 1 + len(header)] == header)
-        return turns[min(headers - 1, len(turns) - 1)]  # the last header is the generation prompt
+        return turns[min(next(calls), len(turns) - 1)]
 
     return ScriptedBackend(tokenizer, policy, logprob=-0.5)
 
@@ -129,6 +128,66 @@ def test_two_call_tool_episode_merges_into_one_trajectory(tiny, serve, call):
     assert tokenizer.decode(traj.token_ids) == tokenizer.apply_chat_template(template, tokenize=False).rstrip("\n")
     obs = [traj.token_ids[a:b] for kind, a, b in traj.spans() if kind == TokenKind.OBSERVATION]
     assert len(obs) == 1 and "Code execution result: 42" in tokenizer.decode(obs[0])
+
+
+# Qwen2.5's function-calling template as it behaves (written here from its documented output, not copied): tool
+# schemas in the system turn, assistant tool_calls as <tool_call> JSON, consecutive tool results grouped in one
+# user turn inside <tool_response> tags.
+QWEN25_TOOLS_TEMPLATE = (
+    "{%- if tools %}{{- '<|im_start|>system\n' }}"
+    "{%- if messages[0].role == 'system' %}{{- messages[0].content }}{%- else %}{{- 'You are a helpful assistant.' }}"
+    "{%- endif %}{{- '\n\n# Tools\n\n<tools>' }}{%- for tool in tools %}{{- '\n' + (tool | tojson) }}{%- endfor %}"
+    "{{- '\n</tools>\n\nFor each function call, return a json object within <tool_call></tool_call> XML tags."
+    "<|im_end|>\n' }}"
+    "{%- elif messages[0].role == 'system' %}{{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}"
+    "{%- else %}{{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'user' or (message.role == 'system' and not loop.first) or "
+    "(message.role == 'assistant' and not message.tool_calls) %}"
+    "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}"
+    "{%- elif message.role == 'assistant' %}{{- '<|im_start|>assistant' }}"
+    "{%- if message.content %}{{- '\n' + message.content }}{%- endif %}"
+    "{%- for call in message.tool_calls %}{%- set call = call.function %}"
+    "{{- '\n<tool_call>\n{\"name\": \"' + call.name + '\", \"arguments\": ' + (call.arguments | tojson) + '}\n</tool_call>' }}"
+    "{%- endfor %}{{- '<|im_end|>\n' }}"
+    "{%- elif message.role == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\n<tool_response>\n' + message.content + '\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\n' }}{%- endif %}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+
+def test_qwen_function_calling_template_with_parallel_calls_merges(tiny, serve):
+    """Tools rendered in the prompt, two calls in one turn, their results grouped in one user turn: one sample."""
+    import copy
+
+    tokenizer = copy.deepcopy(tiny[1])
+    tokenizer.chat_template = QWEN25_TOOLS_TEMPLATE
+    calls = ('<tool_call>\n{"name": "python", "arguments": {"code": "print(6 * 7)"}}\n</tool_call>\n'
+             '<tool_call>\n{"name": "python", "arguments": {"code": "print(6 + 7)"}}\n</tool_call>')
+    server = serve(Proxy(scripted(tokenizer, [calls, "42 and 13"]), tokenizer))
+    c = client(server, "qwen")
+    example = [{"role": "user", "content": "1+1?"},  # a few-shot turn the proxy did not issue: rendered from structure
+               {"role": "assistant", "content": None, "tool_calls": [
+                   {"id": "ex", "type": "function", "function": {"name": "python", "arguments": '{"code": "1+1"}'}}]},
+               {"role": "tool", "tool_call_id": "ex", "content": "2"}, {"role": "assistant", "content": "2"}]
+    messages = [*example, {"role": "user", "content": "6*7 and 6+7?"}]
+    first = c.chat.completions.create(model="m", messages=messages, tools=[PYTHON_TOOL])
+    tool_calls = first.choices[0].message.tool_calls
+    assert [json.loads(t.function.arguments)["code"] for t in tool_calls] == ["print(6 * 7)", "print(6 + 7)"]
+    messages.append(first.choices[0].message.model_dump(exclude_none=True))
+    messages += [{"role": "tool", "tool_call_id": t.id, "content": out} for t, out in zip(tool_calls, ["42", "13"],
+                                                                                           strict=True)]
+    assert c.chat.completions.create(model="m", messages=messages, tools=[PYTHON_TOOL]).choices[0].message.content
+    body, (traj,) = record(server, "qwen")
+    assert body["splits"] == {} and traj.num_turns == 2
+    text = tokenizer.decode(traj.token_ids)
+    assert '# Tools' in text and '"name": "python"' in text  # the schema reached the model
+    assert '{"name": "python", "arguments": {"code": "1+1"}}' in text  # the few-shot call, from structure
+    assert "<|im_start|>user\n<tool_response>\n42\n</tool_response>\n<tool_response>\n13" in text
+    assert sampled_spans(traj)[0][:-1] == tokenizer.encode(calls, add_special_tokens=False)
 
 
 def test_malformed_tool_call_is_content_and_the_episode_goes_on(tiny, serve):
