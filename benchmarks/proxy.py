@@ -99,31 +99,31 @@ async def proxy_session(client: openai.AsyncOpenAI, round_: int, session: int, t
 
 
 async def run_round(kind: str, round_: int, args: argparse.Namespace, tool_ms: float, backend: HFBackend,
-                    bridge: ChatBridge, server: ProxyServer) -> tuple[float, int]:
+                    bridge: ChatBridge, server: ProxyServer, client: openai.AsyncOpenAI) -> tuple[float, int]:
     if kind == "direct":
         jobs = [direct_session(backend, bridge, round_, s, args.turns, args.max_tokens, tool_ms)
                 for s in range(args.sessions)]
         results = await asyncio.gather(*jobs)
-    else:
-        clients = [openai.AsyncOpenAI(base_url=server.base_url(f"t{tool_ms:g}-r{round_}-s{s}"), api_key="unused",
-                                      max_retries=0) for s in range(args.sessions)]
+    else:  # one connection pool for all sessions, as an agent process would hold (a client's TLS setup and
+        # DNS lookups cost more than a call; see docs/proxy.md)
+        clients = [client.with_options(base_url=server.base_url(f"t{tool_ms:g}-r{round_}-s{s}"))
+                   for s in range(args.sessions)]
         results = await asyncio.gather(*(proxy_session(c, round_, s, args.turns, args.max_tokens, tool_ms)
                                          for s, c in enumerate(clients)))
-        await asyncio.gather(*(c.close() for c in clients))
     latencies = [x for lat, _ in results for x in lat]
     return statistics.fmean(latencies), sum(t for _, t in results)
 
 
 async def scenario(args: argparse.Namespace, tool_ms: float, backend: HFBackend, bridge: ChatBridge,
-                   server: ProxyServer) -> None:
+                   server: ProxyServer, client: openai.AsyncOpenAI) -> None:
     load_before = os.getloadavg()
     for kind in ("direct", "proxy"):  # warm-up: jinja, tokenizer caches, HTTP connections
-        await run_round(kind, -1, args, tool_ms, backend, bridge, server)
+        await run_round(kind, -1, args, tool_ms, backend, bridge, server, client)
     means: dict[str, list[float]] = {"direct": [], "proxy": []}
     tokens: dict[str, int] = {"direct": 0, "proxy": 0}
     for r in range(args.rounds):
         for kind in (("direct", "proxy") if r % 2 == 0 else ("proxy", "direct")):
-            mean, n = await run_round(kind, r, args, tool_ms, backend, bridge, server)
+            mean, n = await run_round(kind, r, args, tool_ms, backend, bridge, server, client)
             means[kind].append(mean)
             tokens[kind] += n
     load_after = os.getloadavg()
@@ -148,10 +148,12 @@ async def main_async(args: argparse.Namespace) -> None:
     proxy = Proxy(backend, tokenizer)
     server = ProxyServer(proxy).start()
     print(f"proxy overhead: tiny model on HFBackend, max_tokens={args.max_tokens}, {os.cpu_count()} CPUs")
+    client = openai.AsyncOpenAI(base_url=server.url, api_key="unused", max_retries=0)  # pool: 100 keep-alive
     try:
         for tool_ms in (0.0, args.tool_ms):
-            await scenario(args, tool_ms, backend, bridge, server)
+            await scenario(args, tool_ms, backend, bridge, server, client)
     finally:
+        await client.close()
         server.stop()
         await backend.aclose()
     splits = {k: v for k, v in proxy.stats.items() if k.startswith("split/")}

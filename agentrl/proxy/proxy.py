@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agentrl.inference.base import Backend, Completion, SamplingParams
+from agentrl.proxy.admission import Admission
 from agentrl.proxy.messages import IssuedTurn, render, template_messages
 from agentrl.proxy.protocol import (
     ChatRequest,
@@ -43,6 +44,8 @@ DEFAULT_MAX_SESSIONS = 4096
 """Sessions kept at once; beyond it the least recently used one is forgotten (counted in stats)."""
 DEFAULT_MODEL_NAME = "agentrl-policy"
 
+DEFAULT_ADMISSION: Any = object()  # sentinel: a default Admission (None is "off")
+
 RewardFn = Callable[[Session], float]
 
 
@@ -53,12 +56,17 @@ class Proxy:
     opened with :meth:`open_session`). ``auto_sessions``: create a session on its first call (the standalone
     server) or answer 404 for one not opened (the training adapter, so a late call of a finished episode
     cannot reopen it). ``reward_fn``: scores a session that has no reward when its record is read.
+
+    ``admission``: when a ready call goes to the backend (:mod:`agentrl.proxy.admission`: calls whose answers
+    came out of one batch go on together); None sends each at once (an engine that batches continuously, like
+    vLLM, gains nothing from waiting).
     """
 
     def __init__(self, backend: Backend | None, tokenizer: Any, *, model_name: str = DEFAULT_MODEL_NAME,
                  fence_tool: str = DEFAULT_FENCE_TOOL, max_context_tokens: int | None = None,
                  default_max_tokens: int = DEFAULT_MAX_TOKENS, auto_sessions: bool = True,
-                 reward_fn: RewardFn | None = None, max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
+                 reward_fn: RewardFn | None = None, max_sessions: int = DEFAULT_MAX_SESSIONS,
+                 admission: Admission | None = DEFAULT_ADMISSION) -> None:
         if auto_sessions and backend is None:
             raise ValueError("auto_sessions=True needs a default backend for the sessions it creates")
         self.backend = backend
@@ -71,6 +79,7 @@ class Proxy:
         self.auto_sessions = auto_sessions
         self.reward_fn = reward_fn
         self.max_sessions = max_sessions
+        self.admission = Admission() if admission is DEFAULT_ADMISSION else admission
         self.stats: Counter = Counter()
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
@@ -113,7 +122,9 @@ class Proxy:
             if session is None:
                 raise ProxyError(404, f"no session {session_id!r}", param="session", code="session_not_found")
             session.closed = True
-            return session
+        if self.admission is not None:
+            self.admission.forget(session_id)
+        return session
 
     def set_reward(self, session_id: str, reward: float) -> None:
         self.session(session_id).reward = float(reward)
@@ -134,6 +145,7 @@ class Proxy:
 
     # -- calls -------------------------------------------------------------------------------------
     async def chat(self, session_id: str, req: ChatRequest) -> dict[str, Any]:
+        arrival = self.admission.arrived(session_id) if self.admission is not None else None
         check_chat(req)
         session = self.session(session_id, create=True)
         tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
@@ -145,7 +157,7 @@ class Proxy:
         with self._lock:
             placement = session.place(settings=settings, tools_key=tools_key, encode=self.bridge.encode,
                                       decode=self.bridge.decode, text=text, conversation=conversation)
-        completion = await self._generate(session, req, placement, settings, req.max_new_tokens())
+        completion = await self._generate(session, req, placement, settings, req.max_new_tokens(), arrival)
         sampled = self._sampled_text(completion)
         visible = _cut_at_stop(sampled, req.stop_strings())
         names = [t.function.name for t in req.tools or []]
@@ -167,6 +179,7 @@ class Proxy:
                              return_token_ids=bool(req.return_token_ids))
 
     async def complete(self, session_id: str, req: CompletionRequest) -> dict[str, Any]:
+        arrival = self.admission.arrived(session_id) if self.admission is not None else None
         check_completion(req)
         prompt = req.single_prompt()
         session = self.session(session_id, create=True)
@@ -175,7 +188,7 @@ class Proxy:
             placement = session.place(settings=settings, tools_key="", encode=self.bridge.encode,
                                       decode=self.bridge.decode, text=prompt if isinstance(prompt, str) else None,
                                       ids=prompt if isinstance(prompt, list) else None)
-        completion = await self._generate(session, req, placement, settings, req.max_tokens)
+        completion = await self._generate(session, req, placement, settings, req.max_tokens, arrival)
         sampled = self._sampled_text(completion)
         visible = _cut_at_stop(sampled, req.stop_strings())
         with self._lock:
@@ -206,7 +219,8 @@ class Proxy:
                 max(0, top_k or 0))
 
     async def _generate(self, session: Session, req: ChatRequest | CompletionRequest, placement: Placement,
-                        settings: Settings, max_tokens: int | None) -> Completion:
+                        settings: Settings, max_tokens: int | None,
+                        arrival: tuple[float, int | None] | None) -> Completion:
         rules = session.rules
         if rules.max_calls is not None and len(session.calls) >= rules.max_calls:
             session.refused = "max_turns"
@@ -229,12 +243,17 @@ class Proxy:
         temperature, top_p, top_k = settings
         sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new,
                                   stop=req.stop_strings(), seed=seed)
+        if self.admission is not None and arrival is not None:
+            await self.admission.wait(*arrival)
         t0 = time.perf_counter()
         try:
             completion = (await session.backend.generate(placement.prompt_ids, sampling))[0]
         except Exception as exc:  # an engine fault fails this call (5xx: clients retry), never the server
             self.stats["backend_errors"] += 1
             raise ProxyError(503, f"the inference backend failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if self.admission is not None:
+                self.admission.answered(session.id)
         session.generate_s += time.perf_counter() - t0
         if completion.finish_reason == "abort":
             raise ProxyError(503, "the backend aborted the generation (shutting down?); retry")
