@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-context-tokens", type=int, default=None,
                    help="prompt + completion tokens at most (default: the model's max_position_embeddings)")
     p.add_argument("--max-tokens", type=int, default=None, help="tokens per call when a request names none")
+    p.add_argument("--no-admission", action="store_true", help="send each call to the backend at once (default "
+                   "for hf: calls whose answers went out together wait, at most 100 ms, to be batched together)")
     p.add_argument("--device", default="cpu", help="hf backend: torch device")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--seed", type=int, default=0)
@@ -76,13 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[agentrl.proxy] %(message)s")
     import uvicorn
 
+    from agentrl.proxy.admission import Admission
     from agentrl.proxy.app import create_app
     from agentrl.proxy.proxy import DEFAULT_MAX_TOKENS, Proxy
 
     backend, tokenizer, context = build_backend(args)
+    admission = Admission() if args.backend == "hf" and not args.no_admission else None
     proxy = Proxy(backend, tokenizer, model_name=args.served_model_name or args.model or "agentrl-tiny",
                   fence_tool=args.fence_tool, max_context_tokens=args.max_context_tokens or context,
-                  default_max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS)
+                  default_max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS, admission=admission)
     print(f"[agentrl.proxy] {proxy.model_name} on {args.backend}: base_url http://{args.host}:{args.port}/s/"
           "<session>/v1 (one session per episode)", flush=True)
     try:

@@ -123,15 +123,19 @@ class AgentEnv:
         return f"AgentEnv({self.agent_id}, tasks={self.tasks!r})"
 
     # -- the proxy -----------------------------------------------------------------------------------
-    def server(self, tokenizer: Any) -> Any:
+    def server(self, tokenizer: Any, backend: Any) -> Any:
         """This process's proxy server for ``tokenizer`` (started on first use, stopped by :meth:`close`)."""
+        from agentrl.inference.hf import HFBackend
+        from agentrl.proxy.admission import Admission
         from agentrl.proxy.app import ProxyServer
         from agentrl.proxy.proxy import Proxy
 
         with self._lock:
             server = self._servers.get(id(tokenizer))
             if server is None:
-                server = ProxyServer(Proxy(None, tokenizer, auto_sessions=False)).start()
+                # Holding bursts together pays only for a backend that batches between batches (HF).
+                admission = Admission() if isinstance(backend, HFBackend) else None
+                server = ProxyServer(Proxy(None, tokenizer, auto_sessions=False, admission=admission)).start()
                 self._servers[id(tokenizer)] = server
             return server
 
@@ -156,7 +160,7 @@ class AgentEnv:
         try:
             observation, _ = await env.areset(seed=task_seed, options=reset_options)
             task = {**env.task.to_dict(), "messages": [dict(m) for m in observation]}
-            server = self.server(manager.tokenizer)
+            server = self.server(manager.tokenizer, manager.backend)
             session_id = f"g{group_id}-s{sample_id}-{uuid.uuid4().hex[:12]}"
             rules = SessionRules(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                                  max_new_tokens=cfg.max_new_tokens, max_context_tokens=cfg.max_context_tokens,
