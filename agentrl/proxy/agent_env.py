@@ -152,22 +152,28 @@ class AgentEnv:
     # -- one episode ---------------------------------------------------------------------------------
     async def run_agent_episode(self, manager: Any, task_seed: int, *, group_id: int = 0, sample_id: int = 0,
                                 reset_options: dict[str, Any] | None = None, clock: Any = None) -> list[Trajectory]:
-        """Run the agent on the task of ``task_seed``; one Trajectory per sample of its session."""
+        """Run the agent on the task of ``task_seed``; one Trajectory per sample of its session. A failure (of
+        the agent, the task env, the verifier) ends this episode as excluded, never the batch."""
         from agentrl.proxy.session import SessionRules
 
         cfg = manager.config
+        info: dict[str, Any] = {"agent": self.agent_id}
+        ids = {"group_id": group_id, "sample_id": sample_id, "task_id": str(task_seed)}
         env = self()
         try:
-            observation, _ = await env.areset(seed=task_seed, options=reset_options)
-            task = {**env.task.to_dict(), "messages": [dict(m) for m in observation]}
-            server = self.server(manager.tokenizer, manager.backend)
+            try:
+                observation, _ = await env.areset(seed=task_seed, options=reset_options)
+                info["task"] = task = {**env.task.to_dict(), "messages": [dict(m) for m in observation]}
+                server = self.server(manager.tokenizer, manager.backend)
+            except Exception as exc:  # the task env or the proxy could not start the episode
+                info["error"] = f"{type(exc).__name__}: {exc}"[:500]
+                return [self._stand_in(manager, "error", info, **ids)]
             session_id = f"g{group_id}-s{sample_id}-{uuid.uuid4().hex[:12]}"
             rules = SessionRules(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                                  max_new_tokens=cfg.max_new_tokens, max_context_tokens=cfg.max_context_tokens,
                                  seed=_mix(cfg.seed, group_id, sample_id, manager.backend.version),
                                  max_calls=cfg.max_turns)
             server.proxy.open_session(session_id, backend=_CountedBackend(manager), rules=rules)
-            info: dict[str, Any] = {"task": task, "agent": self.agent_id}
             result, stop_reason = None, None
             try:
                 result = await asyncio.wait_for(self._call(server.base_url(session_id), task, cfg.concurrency),
@@ -189,16 +195,20 @@ class AgentEnv:
                 clock.generate_s += session.generate_s
             if not session.samples:
                 info.setdefault("error", "the agent made no model call")
-                return [self._stand_in(manager, stop_reason or "error", group_id, sample_id, task_seed, info)]
+                return [self._stand_in(manager, stop_reason or "error", info, **ids)]
             reward, correct = 0.0, None
             if stop_reason not in INFRA_STOP_REASONS:
-                reward, correct = await self._score(env, env.task, result, session, info)
+                try:
+                    reward, correct = await self._score(env, env.task, result, session, info)
+                except Exception as exc:  # the verifier failed: nothing to say about the policy
+                    stop_reason = "error"
+                    info["error"] = f"scoring failed: {type(exc).__name__}: {exc}"[:500]
         finally:
             env.close()
         excluded = stop_reason if stop_reason in INFRA_STOP_REASONS else None
         trajectories = session.trajectories(
             reward=reward if excluded is None else 0.0, stop_reason=stop_reason or "stop", excluded=excluded,
-            group_id=group_id, sample_id=sample_id, task_id=str(task_seed), env_id=self.agent_id, info=info,
+            env_id=self.agent_id, info=info, **ids,
         )
         # Episode-level outcome and counts on the last sample only, so sums over trajectories count episodes.
         trajectories[-1].correct = correct
@@ -232,15 +242,14 @@ class AgentEnv:
         return float(reward), details.get("correct")
 
     @staticmethod
-    def _stand_in(manager: Any, stop_reason: str, group_id: int, sample_id: int, task_seed: int,
-                  info: dict[str, Any]) -> Trajectory:
+    def _stand_in(manager: Any, stop_reason: str, info: dict[str, Any], **ids: Any) -> Trajectory:
         """An episode with no model call: a one-token record kept out of the loss (as the manager does)."""
         cfg = manager.config
         return Trajectory(token_ids=[manager.bridge.eos_token_id], loss_mask=[0], behavior_logprobs=[0.0],
                           turn_ids=[0], policy_version=[-1], token_kinds=[TokenKind.PROMPT], prompt_length=1,
                           stop_reason=stop_reason, excluded=stop_reason if stop_reason in INFRA_STOP_REASONS
-                          else "error", group_id=group_id, sample_id=sample_id, task_id=str(task_seed),
-                          info=info, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
+                          else "error", info=info, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                          **ids)
 
 
 class _CountedBackend:
