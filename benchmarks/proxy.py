@@ -1,6 +1,6 @@
 """Proxy overhead: agent calls through the OpenAI proxy vs the same calls on the backend directly.
 
-    python benchmarks/proxy.py [--sessions 32] [--rounds 10] [--turns 3] [--max-tokens 32] [--tool-ms 50]
+    python benchmarks/proxy.py [--sessions 32] [--rounds 20] [--turns 3] [--max-tokens 32] [--tool-ms 50] [--no-admission]
 
 Both paths drive the same HFBackend (the tiny model) in the same process, with the same requests: each of
 ``--sessions`` concurrent sessions runs a ``--turns``-call conversation (system + user, then each turn's
@@ -21,7 +21,9 @@ does; arrivals are then spread on both paths.
 
 Rounds alternate which path goes first. Per round, the ratio of the mean per-call latency (proxy / direct,
 latency = the model call, not the tool wait); printed per scenario: the means, the mean ratio with its
-standard error over rounds, and the machine load. Target: at most 10% extra latency at 32 concurrent sessions.
+standard error over rounds, the CPU time per call of the agents' thread (the openai client on the proxy path)
+and of the proxy's server thread, and the machine load. Target: at most 10% extra latency at 32 concurrent
+sessions.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import asyncio
 import os
 import random
 import statistics
+import threading
 import time
 
 import openai
@@ -98,6 +101,13 @@ async def proxy_session(client: openai.AsyncOpenAI, round_: int, session: int, t
     return latencies, tokens
 
 
+def thread_cpu_s(thread: threading.Thread | None) -> float:
+    """CPU seconds a thread has used so far."""
+    if thread is None or thread.ident is None:
+        return 0.0
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
 async def run_round(kind: str, round_: int, args: argparse.Namespace, tool_ms: float, backend: HFBackend,
                     bridge: ChatBridge, server: ProxyServer, client: openai.AsyncOpenAI) -> tuple[float, int]:
     if kind == "direct":
@@ -121,12 +131,18 @@ async def scenario(args: argparse.Namespace, tool_ms: float, backend: HFBackend,
         await run_round(kind, -1, args, tool_ms, backend, bridge, server, client)
     means: dict[str, list[float]] = {"direct": [], "proxy": []}
     tokens: dict[str, int] = {"direct": 0, "proxy": 0}
+    cpu: dict[tuple[str, str], float] = {(k, t): 0.0 for k in means for t in ("agents", "server")}
+    agents = threading.main_thread()
     for r in range(args.rounds):
         for kind in (("direct", "proxy") if r % 2 == 0 else ("proxy", "direct")):
+            before = thread_cpu_s(agents), thread_cpu_s(server.thread)
             mean, n = await run_round(kind, r, args, tool_ms, backend, bridge, server, client)
+            cpu[kind, "agents"] += thread_cpu_s(agents) - before[0]
+            cpu[kind, "server"] += thread_cpu_s(server.thread) - before[1]
             means[kind].append(mean)
             tokens[kind] += n
     load_after = os.getloadavg()
+    calls = args.rounds * args.sessions * args.turns
     ratios = [p / d for p, d in zip(means["proxy"], means["direct"], strict=True)]
     ratio = statistics.fmean(ratios)
     se = statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else float("nan")
@@ -137,6 +153,9 @@ async def scenario(args: argparse.Namespace, tool_ms: float, backend: HFBackend,
           f"{statistics.fmean(means['proxy']) * 1e3:.1f} ms")
     print(f"  proxy / direct: {ratio:.3f} +- {se:.3f} (SE over {len(ratios)} rounds) -> "
           f"{(ratio - 1) * 100:+.1f}% latency (target <= +10%)")
+    print(f"  CPU per call: agents' thread direct {cpu['direct', 'agents'] / calls * 1e3:.2f} ms, proxy "
+          f"{cpu['proxy', 'agents'] / calls * 1e3:.2f} ms (the openai client); proxy server thread "
+          f"{cpu['proxy', 'server'] / calls * 1e3:.2f} ms")
     print(f"  load average (1/5/15 min): before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
           f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}")
 
@@ -145,9 +164,10 @@ async def main_async(args: argparse.Namespace) -> None:
     model, tokenizer = load_tiny("tiny")
     backend = HFBackend(model, tokenizer, seed=0)
     bridge = ChatBridge(tokenizer)
-    proxy = Proxy(backend, tokenizer)
+    proxy = Proxy(backend, tokenizer, **({"admission": None} if args.no_admission else {}))
     server = ProxyServer(proxy).start()
-    print(f"proxy overhead: tiny model on HFBackend, max_tokens={args.max_tokens}, {os.cpu_count()} CPUs")
+    print(f"proxy overhead: tiny model on HFBackend, max_tokens={args.max_tokens}, {os.cpu_count()} CPUs, "
+          f"admission {'off' if args.no_admission else 'on'}")
     client = openai.AsyncOpenAI(base_url=server.url, api_key="unused", max_retries=0)  # pool: 100 keep-alive
     try:
         for tool_ms in (0.0, args.tool_ms):
@@ -163,10 +183,11 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--tool-ms", type=float, default=50.0, help="mean tool wait between calls, ms")
+    parser.add_argument("--no-admission", action="store_true", help="the proxy sends each call on at once")
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from agentrl.proxy.admission import Admission
-    from agentrl.proxy.app import create_app
+    from agentrl.proxy.app import DEFAULT_KEEP_ALIVE_S, create_app
     from agentrl.proxy.proxy import DEFAULT_MAX_TOKENS, Proxy
 
     backend, tokenizer, context = build_backend(args)
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[agentrl.proxy] {proxy.model_name} on {args.backend}: base_url http://{args.host}:{args.port}/s/"
           "<session>/v1 (one session per episode)", flush=True)
     try:
-        uvicorn.run(create_app(proxy), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(create_app(proxy), host=args.host, port=args.port, log_level="warning",
+                    timeout_keep_alive=int(DEFAULT_KEEP_ALIVE_S))
     finally:
         asyncio.run(backend.aclose())
     return 0

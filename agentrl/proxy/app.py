@@ -46,6 +46,9 @@ DEFAULT_START_TIMEOUT_S = 30.0
 """Seconds for the server thread to start listening."""
 DEFAULT_STOP_TIMEOUT_S = 10.0
 """Seconds for the server thread to finish its requests and exit."""
+DEFAULT_KEEP_ALIVE_S = 75.0
+"""Seconds an idle connection stays open. Longer than HTTP clients keep idle connections (httpx: 5 s), so a
+client never reuses one the server is just closing (uvicorn's own default, 5 s, races with httpx's)."""
 SESSION = Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="session id: one episode")
 
 
@@ -138,6 +141,11 @@ class ProxyServer:
             raise RuntimeError("ProxyServer is not started")
         return f"http://{HOST}:{self.port}"
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The thread serving requests (None when stopped)."""
+        return self._thread
+
     def base_url(self, session: str) -> str:
         """The OpenAI base URL of one session (an agent's ``base_url``)."""
         return f"{self.url}/s/{session}/v1"
@@ -152,7 +160,8 @@ class ProxyServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((HOST, self.port))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(create_app(self.proxy), log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(create_app(self.proxy), log_level="warning", access_log=False, lifespan="off",
+                                timeout_keep_alive=int(DEFAULT_KEEP_ALIVE_S))
         server = uvicorn.Server(config)
         self._server = server
         self._thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])),
