@@ -10,7 +10,7 @@ arrived:
   at most ``burst_gap_s`` apart, chained) and that have not called again yet (a closed session is dropped);
 - a session's first call has no cohort: it waits until arrivals pause for ``quiet_s``.
 
-One event loop owns an Admission (the proxy's server loop); :meth:`forget` may be called from another thread.
+One event loop owns an Admission (the proxy's server loop); :meth:`forget` may be called from any thread.
 """
 
 from __future__ import annotations
@@ -38,11 +38,13 @@ class Admission:
         self._last_answer = 0.0
         self._last_arrival = 0.0
         self._arrival: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
 
     def arrived(self, session: str) -> tuple[float, int | None]:
         """Note a call's arrival; returns (now, the burst of the session's previous answer or None)."""
         self._last_arrival = now = time.monotonic()
+        self._loop = asyncio.get_running_loop()
         with self._lock:
             previous = self._pending.pop(session, None)
         self._wake()
@@ -59,9 +61,11 @@ class Admission:
                 del self._pending[s]  # a session that went quiet holds nobody up any more
 
     def forget(self, session: str) -> None:
-        """The session is over: its cohort does not wait for it."""
+        """The session is over: its cohort does not wait for it (callable from any thread)."""
         with self._lock:
             self._pending.pop(session, None)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake)
 
     async def wait(self, arrived: float, burst: int | None) -> None:
         """Return when this call should go to the backend (see the module docstring)."""

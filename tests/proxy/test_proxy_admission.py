@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 from agentrl.proxy.admission import Admission
@@ -34,7 +35,7 @@ async def test_a_cohort_goes_together_and_waits_are_bounded():
     await _call(adm, "a", 0.0, released, t0)
     assert 0.14 < released["a"] < 0.4
 
-    # ... and none once its session is closed
+    # ... and none once its session is closed, also when it closes while the call waits (from another thread)
     adm.answered("a")
     adm.answered("closed")
     adm.forget("closed")
@@ -42,6 +43,13 @@ async def test_a_cohort_goes_together_and_waits_are_bounded():
     t0 = time.monotonic()
     await _call(adm, "a", 0.0, released, t0)
     assert released["a"] < 0.05
+    adm.answered("a")
+    adm.answered("later")
+    released = {}
+    t0 = time.monotonic()
+    asyncio.get_running_loop().call_later(0.03, lambda: threading.Thread(target=adm.forget, args=("later",)).start())
+    await _call(adm, "a", 0.0, released, t0)
+    assert 0.025 < released["a"] < 0.1
 
 
 async def test_answers_far_apart_are_different_cohorts_and_first_calls_wait_for_quiet():
