@@ -10,7 +10,8 @@ the same tokens.
 - direct: the kit's own path, the chat-token bridge (EpisodeTokens) building prompt ids, then
   ``backend.generate``, as RolloutManager does;
 - proxy: ``openai.AsyncOpenAI`` -> HTTP on loopback -> the proxy (render, place, generate, record, parse)
-  in its server thread -> the same backend.
+  in its server thread -> the same backend; sessions opened and closed around the episodes as the training
+  adapter does.
 
 Two scenarios. *Lockstep*: every session calls again the moment its answer arrives, so on the direct path all
 32 calls of a turn reach the HF backend within its 2 ms gather window and decode as one batch; any skew the
@@ -20,8 +21,9 @@ seeded random time, uniform in [0, 2 x --tool-ms] ms and the same on both paths,
 does; arrivals are then spread on both paths.
 
 Rounds alternate which path goes first. Per round, the ratio of the mean per-call latency (proxy / direct,
-latency = the model call, not the tool wait); printed per scenario: the means, the mean ratio with its
-standard error over rounds, the CPU time per call of the agents' thread (the openai client on the proxy path)
+latency = the model call, not the tool wait); printed per scenario: the means, the geometric mean of the
+ratios with its standard error over rounds, the backend's batches (a turn split into two batches is what costs
+most), the CPU time per call of the agents' thread (the openai client on the proxy path)
 and of the proxy's server thread, and the machine load. Target: at most 10% extra latency at 32 concurrent
 sessions.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import random
 import statistics
@@ -114,12 +117,16 @@ async def run_round(kind: str, round_: int, args: argparse.Namespace, tool_ms: f
         jobs = [direct_session(backend, bridge, round_, s, args.turns, args.max_tokens, tool_ms)
                 for s in range(args.sessions)]
         results = await asyncio.gather(*jobs)
-    else:  # one connection pool for all sessions, as an agent process would hold (a client's TLS setup and
-        # DNS lookups cost more than a call; see docs/proxy.md)
-        clients = [client.with_options(base_url=server.base_url(f"t{tool_ms:g}-r{round_}-s{s}"))
-                   for s in range(args.sessions)]
+    else:  # sessions opened and closed around the episodes, as the training adapter (AgentEnv) does; one
+        # connection pool for all of them, as an agent process holds (a client's TLS setup costs more than a call)
+        names = [f"t{tool_ms:g}-r{round_}-s{s}" for s in range(args.sessions)]
+        for name in names:
+            server.proxy.open_session(name)
+        clients = [client.with_options(base_url=server.base_url(name)) for name in names]
         results = await asyncio.gather(*(proxy_session(c, round_, s, args.turns, args.max_tokens, tool_ms)
                                          for s, c in enumerate(clients)))
+        for name in names:
+            server.proxy.close_session(name)
     latencies = [x for lat, _ in results for x in lat]
     return statistics.fmean(latencies), sum(t for _, t in results)
 
@@ -131,31 +138,37 @@ async def scenario(args: argparse.Namespace, tool_ms: float, backend: HFBackend,
         await run_round(kind, -1, args, tool_ms, backend, bridge, server, client)
     means: dict[str, list[float]] = {"direct": [], "proxy": []}
     tokens: dict[str, int] = {"direct": 0, "proxy": 0}
-    cpu: dict[tuple[str, str], float] = {(k, t): 0.0 for k in means for t in ("agents", "server")}
+    cpu: dict[tuple[str, str], float] = {(k, t): 0.0 for k in means for t in ("agents", "server", "backend", "batches")}
     agents = threading.main_thread()
     for r in range(args.rounds):
         for kind in (("direct", "proxy") if r % 2 == 0 else ("proxy", "direct")):
-            before = thread_cpu_s(agents), thread_cpu_s(server.thread)
+            before = thread_cpu_s(agents), thread_cpu_s(server.thread), backend.stats.busy_s, backend.stats.batches
             mean, n = await run_round(kind, r, args, tool_ms, backend, bridge, server, client)
             cpu[kind, "agents"] += thread_cpu_s(agents) - before[0]
             cpu[kind, "server"] += thread_cpu_s(server.thread) - before[1]
+            cpu[kind, "backend"] += backend.stats.busy_s - before[2]
+            cpu[kind, "batches"] += backend.stats.batches - before[3]
             means[kind].append(mean)
             tokens[kind] += n
     load_after = os.getloadavg()
     calls = args.rounds * args.sessions * args.turns
-    ratios = [p / d for p, d in zip(means["proxy"], means["direct"], strict=True)]
-    ratio = statistics.fmean(ratios)
-    se = statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else float("nan")
+    # Per round log(proxy / direct); their mean and its standard error, back as a ratio (a geometric mean: one
+    # round slowed by a load spike on this shared machine does not dominate it as it would an arithmetic mean)
+    logs = [math.log(p / d) for p, d in zip(means["proxy"], means["direct"], strict=True)]
+    ratio = math.exp(statistics.fmean(logs))
+    se = ratio * statistics.stdev(logs) / len(logs) ** 0.5 if len(logs) > 1 else float("nan")
     name = f"tool latency U[0, {2 * tool_ms:g}] ms" if tool_ms > 0 else "lockstep"
     print(f"{name}: {args.sessions} concurrent sessions x {args.turns} calls x {args.rounds} rounds (interleaved)")
     print(f"  sampled tokens: direct {tokens['direct']}, proxy {tokens['proxy']}")
     print(f"  mean latency per call: direct {statistics.fmean(means['direct']) * 1e3:.1f} ms, proxy "
           f"{statistics.fmean(means['proxy']) * 1e3:.1f} ms")
-    print(f"  proxy / direct: {ratio:.3f} +- {se:.3f} (SE over {len(ratios)} rounds) -> "
+    print(f"  proxy / direct (geometric mean over rounds): {ratio:.3f} +- {se:.3f} (SE, {len(logs)} rounds) -> "
           f"{(ratio - 1) * 100:+.1f}% latency (target <= +10%)")
     print(f"  CPU per call: agents' thread direct {cpu['direct', 'agents'] / calls * 1e3:.2f} ms, proxy "
           f"{cpu['proxy', 'agents'] / calls * 1e3:.2f} ms (the openai client); proxy server thread "
           f"{cpu['proxy', 'server'] / calls * 1e3:.2f} ms")
+    print(f"  backend: busy {cpu['direct', 'backend']:.1f} s in {cpu['direct', 'batches']:.0f} batches direct, "
+          f"{cpu['proxy', 'backend']:.1f} s in {cpu['proxy', 'batches']:.0f} batches proxy")
     print(f"  load average (1/5/15 min): before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
           f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}")
 

@@ -93,7 +93,10 @@ class Proxy:
         with self._lock:
             if session_id in self._sessions:
                 raise ProxyError(409, f"session {session_id!r} is already open", param="session")
-            return self._add(Session(session_id, backend, rules or SessionRules()))
+            session = self._add(Session(session_id, backend, rules or SessionRules()))
+        if self.admission is not None:
+            self.admission.opened(session_id)
+        return session
 
     def _add(self, session: Session) -> Session:
         while len(self._sessions) >= self.max_sessions:
