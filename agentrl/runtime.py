@@ -150,10 +150,18 @@ class SandboxWatch:
 
 
 def make_env_factory(env_id: str, kwargs: dict[str, Any] | None = None) -> EnvFactory:
-    """A zero-argument factory of fresh envs; fails now (not per episode) if the id or kwargs are bad."""
+    """A zero-argument factory of fresh envs; fails now (not per episode) if the id or kwargs are bad.
+
+    ``module:function`` naming an agent function (one with a ``base_url`` parameter) gives an
+    ``agentrl.proxy.AgentEnv``: its episodes run the agent against the OpenAI-compatible proxy.
+    """
     import envs
+    from agentrl.proxy.agent_env import AgentEnv, load_agent
 
     kwargs = dict(kwargs or {})
+    agent = load_agent(env_id)
+    if agent is not None:
+        return AgentEnv(agent, **kwargs)
     probe = envs.make(env_id, **kwargs)
     probe.close()
     return lambda: envs.make(env_id, **kwargs)

@@ -27,10 +27,11 @@ into ``Trajectory.metrics`` and reported as the mean per episode, ``rollout/env/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,6 +139,16 @@ class RolloutManager:
         open_interval = time.perf_counter() - self._busy_since if self._generating else 0.0
         return self._busy_s + open_interval
 
+    @contextlib.contextmanager
+    def generating(self) -> Iterator[None]:
+        """Counts the block as an outstanding generate call (the generator's busy time), for generate calls
+        made on this manager's behalf elsewhere (an agent episode's calls through agentrl.proxy)."""
+        self._generation_started()
+        try:
+            yield
+        finally:
+            self._generation_ended()
+
     def _generation_started(self) -> None:
         if self._generating == 0:
             self._busy_since = time.perf_counter()
@@ -163,7 +174,7 @@ class RolloutManager:
                                               reset_options=reset_options, clock=clock)
 
         jobs = [bounded(g, i) for g in range(len(task_seeds)) for i in range(cfg.n_samples)]
-        trajectories = list(await asyncio.gather(*jobs))
+        trajectories = _flatten(await asyncio.gather(*jobs))
         wall = time.perf_counter() - start
         return RolloutBatch(trajectories, self.summarize(trajectories, wall, clock,
                                                          drift=self.bridge.drift_count - drift_before))
@@ -197,7 +208,7 @@ class RolloutManager:
                                                   reset_options=reset_options, clock=clock)
 
             try:
-                trajs = list(await asyncio.gather(*(one(i) for i in range(cfg.n_samples))))
+                trajs = _flatten(await asyncio.gather(*(one(i) for i in range(cfg.n_samples))))
             finally:
                 slots.release()
             return RolloutBatch(trajs, self.summarize(trajs, time.perf_counter() - start, clock))
@@ -231,9 +242,16 @@ class RolloutManager:
 
     # -- one episode -----------------------------------------------------------------------------
     async def run_episode(self, task_seed: int, *, group_id: int = 0, sample_id: int = 0,
-                          reset_options: dict[str, Any] | None = None, clock: _Clock | None = None) -> Trajectory:
+                          reset_options: dict[str, Any] | None = None,
+                          clock: _Clock | None = None) -> Trajectory | list[Trajectory]:
+        """One episode's Trajectory; a list for an agent function's episode (agentrl.proxy.AgentEnv), whose
+        proxy session may hold several samples sharing the reward."""
         cfg = self.config
         clock = clock or _Clock()
+        run_agent_episode = getattr(self.env_factory, "run_agent_episode", None)
+        if run_agent_episode is not None:
+            return await run_agent_episode(self, task_seed, group_id=group_id, sample_id=sample_id,
+                                           reset_options=reset_options, clock=clock)
         state: dict[str, Any] = {"episode": None, "env": None, "tool_calls": [], "turn_rewards": [],
                                  "info": {}, "metrics": Counter(), "timings": {"generate_s": 0.0, "tool_s": 0.0}}
         started = time.perf_counter()
@@ -419,6 +437,11 @@ def admit(trajectories: Sequence[Trajectory], current_version: int,
         oldest = min(versions) if versions else current_version
         (admitted if oldest >= current_version - max_staleness else rejected).append(t)
     return admitted, rejected
+
+
+def _flatten(results: Iterable[Trajectory | list[Trajectory]]) -> list[Trajectory]:
+    """Episodes' trajectories in order (an agent episode gives a list, an env episode one)."""
+    return [t for r in results for t in (r if isinstance(r, list) else [r])]
 
 
 def _mix(*parts: int) -> int:
