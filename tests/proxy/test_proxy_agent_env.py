@@ -132,7 +132,7 @@ def test_train_cli_runs_an_agent_function(tmp_path, sandbox, examples_importable
 
     args = [f"run.output_dir={tmp_path}", "env.id=examples.openai_agent.agent:solve", "sft.steps=0",
             "run.steps=1", "run.tasks_per_step=2", "rollout.n_samples=2", "rollout.max_new_tokens=16",
-            "rollout.max_context_tokens=256", "eval.tasks=2", "run.progress=false", "run.log_trajectories=2"]
+            "rollout.max_context_tokens=512", "eval.tasks=2", "run.progress=false", "run.log_trajectories=2"]
     assert main(args) == 0
     run_dir = tmp_path / "tiny-arithmetic"
     row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])

@@ -125,7 +125,8 @@ def test_two_call_tool_episode_merges_into_one_trajectory(tiny, serve, call):
     template = [{"role": "user", "content": "What is 6 * 7?"}, {"role": "assistant", "content": call},
                 {"role": "tool", "content": "Code execution result: 42\n"},
                 {"role": "assistant", "content": "The answer is \\boxed{42}."}]
-    assert tokenizer.decode(traj.token_ids) == tokenizer.apply_chat_template(template, tokenize=False).rstrip("\n")
+    rendered = tokenizer.apply_chat_template(template, tools=[PYTHON_TOOL], tokenize=False)
+    assert tokenizer.decode(traj.token_ids) == rendered.rstrip("\n")
     obs = [traj.token_ids[a:b] for kind, a, b in traj.spans() if kind == TokenKind.OBSERVATION]
     assert len(obs) == 1 and "Code execution result: 42" in tokenizer.decode(obs[0])
 
