@@ -68,13 +68,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sft-steps", type=int, default=None,
+                    help="warm-up steps of the start (default: the recipe's; 0: the untrained model: rewards are "
+                         "all 0, episodes run to the token limit)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     print(f"# {os.cpu_count()} CPUs; load average at start {os.getloadavg()}", flush=True)
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     with sandbox_for(None) as sandbox:
         for preset in args.presets:
-            start = ensure_warmup(load_config(None, [f"model.preset={preset}"]), progress=False)
+            warmup = [] if args.sft_steps is None else [f"sft.steps={args.sft_steps}"]
+            start = ensure_warmup(load_config(None, [f"model.preset={preset}", *warmup]), progress=False)
             print(f"# {preset}: starting from {start}", flush=True)
             per_mode: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
             for r in range(args.repeats):

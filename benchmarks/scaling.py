@@ -59,12 +59,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--tasks", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--sft-steps", type=int, default=None,
+                    help="warm-up steps of the start (default: the recipe's; 0: the untrained model, whose episodes "
+                         "run to the token limit: a generation-heavy load without the warm-up's cost)")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     print(f"# {os.cpu_count()} CPUs; load average at start {os.getloadavg()}", flush=True)
-    start = ensure_warmup(load_config(None, [f"model.preset={a.preset}"]))
     results: dict[int, list[dict[str, float]]] = {1: [], 2: []}
     with sandbox_for(None) as sandbox:
+        warmup = [] if a.sft_steps is None else [f"sft.steps={a.sft_steps}"]
+        start = ensure_warmup(load_config(None, [f"model.preset={a.preset}", *warmup]))
+        print(f"# {a.preset}: starting from {start}", flush=True)
         args = [f"model.path={start}", f"model.preset={a.preset}", "sft.steps=0", "sft.copy_steps=0",
                 "eval.tasks=0", "run.progress=false", "run.log_trajectories=0", "run.save_every=0",
                 f"run.steps={a.steps}", f"run.tasks_per_step={a.tasks}", "learner.strategy=fsdp2",

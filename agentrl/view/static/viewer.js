@@ -443,6 +443,8 @@
       setStatus(String(e.message || e), true);
       return;
     }
+    // Keys pressed quickly start several loads; an older answer arriving last must not replace the newer one.
+    if (state.selected[0] !== step || state.selected[1] !== index) return;
     box.textContent = "";
     box.appendChild(renderEpisode(ep));
     history.replaceState(null, "", "#run=" + state.run + "&step=" + step + "&episode=" + index);
