@@ -103,7 +103,7 @@ def test_a_recipe_without_lr_gets_the_presets_lr_not_the_cpu_demos(tmp_path):
     learner = load_config(path).learner.build()
     assert learner.lr == get_preset("alp").lr == 1e-6
     assert learner.mini_batch_size == get_preset("alp").mini_batch_size
-    assert load_config().learner.build().lr == 1e-4  # the CPU demo sets its own, in its recipe
+    assert load_config().learner.build().lr == 3e-4  # the CPU demo sets its own, in its recipe
 
 
 def test_rollout_defaults_live_in_rollout_config(tmp_path):

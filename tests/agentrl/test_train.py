@@ -18,7 +18,8 @@ from agentrl.train import main
 SMALL = [
     "run.tasks_per_step=2", "rollout.n_samples=2", "rollout.max_turns=2", "rollout.max_new_tokens=24",
     "rollout.max_context_tokens=256", "sft.steps=3", "sft.demos=4", "sft.batch_size=4", "eval.tasks=4",
-    "run.progress=false", "run.log_trajectories=2", "rollout.mask_void_turns=false", "sft.copy_steps=2",
+    "eval.samples=1", "run.progress=false", "run.log_trajectories=2", "rollout.mask_void_turns=false",
+    "sft.copy_steps=2",
 ]
 
 
