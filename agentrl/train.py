@@ -74,6 +74,7 @@ from agentrl.runtime import (
     make_backend,
     make_env_factory,
     model_folder,
+    overlap_threads,
     sandbox_for,
 )
 from agentrl.sft import warm_up
@@ -456,7 +457,14 @@ async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, to
     rollouts = RolloutPipeline(manager, lambda step: ranks.tasks(task_seeds(config, step)), start_step=start_step,
                                overlap=config.run.async_, max_staleness=config.rollout.max_staleness)
     checkpoints = Checkpoints(run_dir, config, model, tokenizer, learner, start_step, ranks)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentrl-learner")
+    threads = overlap_threads(config.run.async_, local_device(config.model.device))
+    if threads is not None:  # the learner's thread and the HF backend's decoding thread share the cores
+        log.info("overlapped rollouts on CPU: %d torch threads each for generation and the update", threads)
+        if hasattr(backend, "threads"):
+            backend.threads = threads
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentrl-learner",
+                                  initializer=torch.set_num_threads if threads else None,
+                                  initargs=(threads,) if threads else ())
     bar = tqdm(total=config.run.steps, initial=start_step, desc="rl", disable=not (config.run.progress and ranks.lead))
     last_logged, step = start_step - 1, start_step
     update: Future | None = None
@@ -524,6 +532,8 @@ async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, to
         finally:
             bar.close()
             executor.shutdown(wait=True)
+            if threads is not None and hasattr(backend, "threads"):
+                backend.threads = None
             await rollouts.aclose()
             if ranks.world > 1 and not ranks.every_rank:
                 broadcast("stop")

@@ -86,6 +86,10 @@ class HFBackend:
         self.max_batch_size = max_batch_size
         self.gather_window_s = gather_window_s
         self.allow_partial = allow_partial
+        self.threads: int | None = None
+        """Torch intra-op threads of the decoding thread (None: torch's setting when the backend started); the
+        trainer halves it while rollouts overlap updates on CPU."""
+        self._default_threads = torch.get_num_threads()
         self._adapter_only = hasattr(self.model, "peft_config")  # a LoRA model: updates carry adapters only
         self.stats = BackendStats()
         self._version = initial_version  # a resumed run continues its version count
@@ -194,6 +198,8 @@ class HFBackend:
                 break
             if not batch:
                 continue
+            if torch.get_num_threads() != (self.threads or self._default_threads):
+                torch.set_num_threads(self.threads or self._default_threads)
             start = time.perf_counter()
             try:
                 if self.allow_partial:  # updates may land between decoding steps

@@ -97,3 +97,35 @@ async def test_without_partial_an_update_waits_for_the_request(tiny):
     c = await _update_mid_request(backend, model)
     await backend.aclose()
     assert c.token_versions is None and set(c.versions) == {0}  # sampled by version 0 alone
+
+
+def test_overlap_halves_the_cpu_thread_pool_only_when_rollouts_overlap_on_cpu(monkeypatch):
+    from agentrl.runtime import overlap_threads
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert overlap_threads(True, "cpu") == 2
+    assert overlap_threads(False, "cpu") is None and overlap_threads(True, "cuda:0") is None
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert overlap_threads(True, "cpu") is None  # nothing to split
+
+
+async def test_the_hf_backend_decodes_with_the_threads_it_is_given(tiny):
+    model, tok = tiny
+    backend = HFBackend(model, tok, seed=0)
+    forward, seen = backend.model.forward, []
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())  # inside the decoding thread
+        return forward(*args, **kwargs)
+
+    backend.model.forward = spy
+    params = SamplingParams(max_new_tokens=2)
+    try:
+        backend.threads = 1
+        await backend.generate([1, 2, 3], params)
+        ones = len(seen)
+        backend.threads = None
+        await backend.generate([1, 2, 3], params)
+    finally:
+        await backend.aclose()
+    assert ones and set(seen[:ones]) == {1} and set(seen[ones:]) == {torch.get_num_threads()}
