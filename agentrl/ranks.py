@@ -29,13 +29,17 @@ _SUMMED = ("rollout/episodes", "rollout/excluded", "rollout/sampled_tokens", "ro
            "rollout/stale_rejected", "rollout/stop/", "rollout/tokens_at_lag/", "perf/rollout_tokens_per_s")
 
 
-def init_distributed(device: str) -> tuple[int, int]:
+def init_distributed(device: str, *, group_of_one: bool = False) -> tuple[int, int]:
     """(rank, world size); joins the process group torchrun describes (NCCL on CUDA, gloo otherwise). On CUDA
-    each process takes the GPU of its LOCAL_RANK."""
+    each process takes the GPU of its LOCAL_RANK. ``group_of_one``: a process started without torchrun gets a
+    group of its own (in-process store), for what needs one even alone (FSDP2's device mesh)."""
     if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
         torch.cuda.set_device(local_device(device))
+    backend = "nccl" if device.startswith("cuda") else "gloo"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        dist.init_process_group(backend)
+    elif group_of_one and not dist.is_initialized():
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
@@ -100,7 +104,7 @@ class Ranks:
 
     @classmethod
     def join(cls, device: str, strategy: str) -> Ranks:
-        rank, world = init_distributed(device)
+        rank, world = init_distributed(device, group_of_one=strategy == "fsdp2")
         return cls(rank, world, every_rank=world > 1 and strategy != "replicate")
 
     @property

@@ -496,7 +496,8 @@ async def rl_loop(config: TrainConfig, run_dir: Path, model: torch.nn.Module, to
                     metrics.update(await asyncio.wrap_future(update))
                     update = None
                 else:  # every rank takes part in an update, so all skip it when one has nothing to train on
-                    log.warning("step %d: no trainable trajectory (all excluded) on a rank; skipping the update", step)
+                    log.warning("step %d: no trainable trajectory on a rank (all excluded, or no token left in the loss: "
+                                "void turns are masked, rollout.mask_void_turns); skipping the update", step)
                 taken = True  # the learner took this step: it is logged even if the run is cancelled now
                 metrics["perf/learner_idle_share"] = 1.0 - (time.perf_counter() - t_update) / max(
                     time.perf_counter() - t0, 1e-9)

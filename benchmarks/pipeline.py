@@ -42,12 +42,13 @@ def mean_se(xs: list[float]) -> tuple[float, float]:
     return m, (statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else float("nan"))
 
 
-def run_once(preset: str, mode: str, start: Path, steps: int, seed: int, sandbox: str) -> dict[str, float]:
+def run_once(preset: str, mode: str, start: Path, steps: int, seed: int, sandbox: str,
+             extra: list[str]) -> dict[str, float]:
     out = tempfile.mkdtemp(prefix="agentrl-pipeline-")
     config = load_config(None, [f"run.output_dir={out}", "run.progress=false", f"run.steps={steps}", "sft.steps=0",
                                 "sft.copy_steps=0", "eval.tasks=0", "run.log_trajectories=0", "run.save_every=0",
                                 f"model.path={start}", f"model.preset={preset}", f"run.seed={seed}",
-                                f"sandbox.url={sandbox}", *MODES[mode]])
+                                f"sandbox.url={sandbox}", *MODES[mode], *extra])
     summary = asyncio.run(train(config))
     data = read_metrics(Path(summary["run_dir"]) / "metrics.jsonl")
     col = data.series
@@ -83,7 +84,9 @@ def main() -> None:
             per_mode: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
             for r in range(args.repeats):
                 for mode in MODES:
-                    res = run_once(preset, mode, start, args.steps, args.seed + r, sandbox)
+                    res = run_once(preset, mode, start, args.steps, args.seed + r, sandbox,
+                                   # an untrained model's turns are void: masked, they leave nothing to train
+                                   ["rollout.mask_void_turns=false"] if args.sft_steps == 0 else [])
                     per_mode[mode].append(res)
                     print(json.dumps({"preset": preset, "mode": mode, "repeat": r, **res}), flush=True)
             results[preset] = per_mode

@@ -69,11 +69,13 @@ def main() -> None:
     with sandbox_for(None) as sandbox:
         warmup = [] if a.sft_steps is None else [f"sft.steps={a.sft_steps}"]
         start = ensure_warmup(load_config(None, [f"model.preset={a.preset}", *warmup]))
+        # an untrained model's turns are void (no call, no answer): masked, they would leave nothing to train
+        unmask = ["rollout.mask_void_turns=false"] if a.sft_steps == 0 else []
         print(f"# {a.preset}: starting from {start}", flush=True)
         args = [f"model.path={start}", f"model.preset={a.preset}", "sft.steps=0", "sft.copy_steps=0",
                 "eval.tasks=0", "run.progress=false", "run.log_trajectories=0", "run.save_every=0",
                 f"run.steps={a.steps}", f"run.tasks_per_step={a.tasks}", "learner.strategy=fsdp2",
-                f"sandbox.url={sandbox}"]
+                f"sandbox.url={sandbox}", *unmask]
         for r in range(a.repeats):
             for procs in (1, 2):
                 res = run(procs, args)

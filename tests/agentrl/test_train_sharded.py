@@ -67,3 +67,16 @@ def test_task_share_is_disjoint_and_covers_the_step():
     shares = [task_share(seeds, r, 3) for r in range(3)]
     assert sorted(s for share in shares for s in share) == seeds
     assert all(not set(a) & set(b) for i, a in enumerate(shares) for b in shares[i + 1:])
+
+
+def test_fsdp2_without_torchrun_runs_as_a_group_of_one(tmp_path, sandbox_url):
+    # A single process (one GPU with CPU offload, say) gets an in-process group for FSDP2's device mesh instead of
+    # failing on torchrun's missing RANK; the group is left at the end.
+    import torch.distributed as dist
+
+    from agentrl.train import main
+
+    assert main([f"run.output_dir={tmp_path}", f"sandbox.url={sandbox_url}", *ARGS, "run.steps=1"]) == 0
+    row = _metrics(tmp_path / "tiny-arithmetic")[0]
+    assert row["rollout/episodes"] == 8 and "loss/total" in row
+    assert not dist.is_initialized()
