@@ -21,7 +21,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["Ranks", "broadcast", "combine_metrics", "gather", "init_distributed", "leave_distributed", "local_device", "task_share"]
+__all__ = ["Ranks", "broadcast", "combine_metrics", "gather", "init_distributed", "leave_distributed", "local_device",
+           "task_share"]
 
 # Rollout metrics that add up over ranks; perf timings and maxima take the largest rank's; the rest are means
 # over episodes, weighted by each rank's episode count.
