@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agentrl.config import load_config  # noqa: E402
 from agentrl.run_dir import read_metrics  # noqa: E402
 from agentrl.runtime import sandbox_for  # noqa: E402
-from agentrl.study.warmup import ensure_warmup  # noqa: E402
+from agentrl.study.warmup import preset_start  # noqa: E402
 from agentrl.train import train  # noqa: E402
 
 MODES = {"sync": [], "async-k1": ["run.async=true", "rollout.max_staleness=1"],
@@ -78,15 +78,12 @@ def main() -> None:
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     with sandbox_for(None) as sandbox:
         for preset in args.presets:
-            warmup = [] if args.sft_steps is None else [f"sft.steps={args.sft_steps}"]
-            start = ensure_warmup(load_config(None, [f"model.preset={preset}", *warmup]), progress=False)
+            start, extra = preset_start(preset, args.sft_steps)
             print(f"# {preset}: starting from {start}", flush=True)
             per_mode: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
             for r in range(args.repeats):
                 for mode in MODES:
-                    res = run_once(preset, mode, start, args.steps, args.seed + r, sandbox,
-                                   # an untrained model's turns are void: masked, they leave nothing to train
-                                   ["rollout.mask_void_turns=false"] if args.sft_steps == 0 else [])
+                    res = run_once(preset, mode, start, args.steps, args.seed + r, sandbox, extra)
                     per_mode[mode].append(res)
                     print(json.dumps({"preset": preset, "mode": mode, "repeat": r, **res}), flush=True)
             results[preset] = per_mode

@@ -28,10 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agentrl.config import load_config  # noqa: E402
 from agentrl.run_dir import read_metrics  # noqa: E402
 from agentrl.runtime import sandbox_for  # noqa: E402
-from agentrl.study.warmup import ensure_warmup  # noqa: E402
+from agentrl.study.warmup import preset_start  # noqa: E402
 from tools.embedded import free_port  # noqa: E402
 
 
@@ -67,10 +66,7 @@ def main() -> None:
     print(f"# {os.cpu_count()} CPUs; load average at start {os.getloadavg()}", flush=True)
     results: dict[int, list[dict[str, float]]] = {1: [], 2: []}
     with sandbox_for(None) as sandbox:
-        warmup = [] if a.sft_steps is None else [f"sft.steps={a.sft_steps}"]
-        start = ensure_warmup(load_config(None, [f"model.preset={a.preset}", *warmup]))
-        # an untrained model's turns are void (no call, no answer): masked, they would leave nothing to train
-        unmask = ["rollout.mask_void_turns=false"] if a.sft_steps == 0 else []
+        start, unmask = preset_start(a.preset, a.sft_steps)
         print(f"# {a.preset}: starting from {start}", flush=True)
         args = [f"model.path={start}", f"model.preset={a.preset}", "sft.steps=0", "sft.copy_steps=0",
                 "eval.tasks=0", "run.progress=false", "run.log_trajectories=0", "run.save_every=0",

@@ -101,3 +101,14 @@ def ensure_warmup(config: Any, *, root: Path | None = None, progress: bool = Fal
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("warm-up cached at %s (%.0f s)", target, time.perf_counter() - t0)
     return target
+
+
+def preset_start(preset: str, sft_steps: int | None = None) -> tuple[Path, list[str]]:
+    """The cached start of a benchmark on ``preset`` (the default recipe's warm-up; ``sft_steps`` overrides its
+    length, 0: the untrained model) and the overrides a run from it needs: an untrained model's turns are void
+    (no call, no answer), and masked they would leave an RL step nothing to train. Call inside a sandbox block."""
+    from agentrl.config import load_config
+
+    warmup = [] if sft_steps is None else [f"sft.steps={sft_steps}"]
+    start = ensure_warmup(load_config(None, [f"model.preset={preset}", *warmup]))
+    return start, ["rollout.mask_void_turns=false"] if sft_steps == 0 else []
